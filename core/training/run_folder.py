@@ -1,0 +1,163 @@
+"""One run = one folder: the only contract between the trainer and everything that reads runs.
+
+    checkpoints/<run_id>/
+      config.json         everything needed to rebuild model + data pipeline (TrainConfig.to_dict())
+      status.json         {"state": queued|running|done|failed|cancelled, "pid", "message",
+                           "started", "finished", "epoch", "epochs", "updated"}   (atomic writes)
+      metrics.jsonl       one object per epoch: epoch, train_loss, train_acc, val_loss, val_acc,
+                          lr, seconds, images_per_s                            (append-only)
+      steps.jsonl         train loss every few batches: epoch, step, global_step, loss, images_per_s
+      model.safetensors   best weights;  last.safetensors: last completed epoch
+      last_state.pt       optimizer/scheduler/epoch/rng for resume (torch.load(weights_only=True))
+      epoch_NNNN.safetensors  kept every N-th epoch when asked
+      eval.json           test metrics, confusion matrix, channel-robustness row
+      train.lock          present while a trainer owns the folder (pid inside)
+
+Any tool can read a run without ArchScope; this module only adds tolerance for runs that
+are being written, half-written or broken, and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.io import atomic_write_json, read_jsonl
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child (exited, not yet reaped) still answers kill(0): check /proc.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _read_json(path: Path) -> tuple[dict | None, str | None]:
+    """(object, None) or (None, problem) — never raises for a missing or broken file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, f"{path.name} is missing"
+    except OSError as exc:
+        return None, f"{path.name} cannot be read: {exc}"
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"{path.name} is not valid JSON ({exc.msg} at line {exc.lineno})"
+    if not isinstance(obj, dict):
+        return None, f"{path.name} does not hold a JSON object"
+    return obj, None
+
+
+@dataclass
+class RunFolder:
+    path: Path
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    # ---- names -------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    config_path = property(lambda self: self.path / "config.json")
+    status_path = property(lambda self: self.path / "status.json")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    steps_path = property(lambda self: self.path / "steps.jsonl")
+    best_weights_path = property(lambda self: self.path / "model.safetensors")
+    last_weights_path = property(lambda self: self.path / "last.safetensors")
+    resume_state_path = property(lambda self: self.path / "last_state.pt")
+    eval_path = property(lambda self: self.path / "eval.json")
+    lock_path = property(lambda self: self.path / "train.lock")
+
+    def epoch_weights_path(self, epoch: int) -> Path:
+        return self.path / f"epoch_{epoch:04d}.safetensors"
+
+    # ---- reading (tolerant) ------------------------------------------------------------
+    def read_config(self) -> dict | None:
+        return _read_json(self.config_path)[0]
+
+    def read_status(self) -> dict:
+        """Status with a dead trainer reported as failed, never 'running' forever."""
+        status, problem = _read_json(self.status_path)
+        if status is None:
+            return {"state": "unknown", "message": problem}
+        if status.get("state") in ("running", "queued") and status.get("pid"):
+            if not pid_alive(int(status["pid"])):
+                status = dict(status)
+                status["state"] = "failed"
+                status["message"] = (
+                    f"trainer process {status['pid']} is gone (killed?) while "
+                    f"{status.get('state', 'running')}; resume with --resume {self.path}"
+                )
+        return status
+
+    def read_metrics(self) -> list[dict]:
+        return read_jsonl(self.metrics_path)
+
+    def read_steps(self) -> list[dict]:
+        return read_jsonl(self.steps_path)
+
+    def read_eval(self) -> dict | None:
+        return _read_json(self.eval_path)[0]
+
+    def problems(self) -> list[str]:
+        """What is wrong with this folder as a run (empty list: a readable run)."""
+        out = []
+        cfg, p = _read_json(self.config_path)
+        if cfg is None:
+            out.append(p)
+        st, p = _read_json(self.status_path)
+        if st is None:
+            out.append(p)
+        elif st.get("state") not in STATES:
+            out.append(f"status.json has unknown state {st.get('state')!r}")
+        if self.eval_path.exists() and self.read_eval() is None:
+            out.append(_read_json(self.eval_path)[1])
+        return out
+
+    # ---- writing (trainer side) ----------------------------------------------------------
+    def write_config(self, config: dict) -> None:
+        atomic_write_json(self.config_path, config)
+
+    def write_status(self, state: str, **fields: Any) -> None:
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}")
+        current, _ = _read_json(self.status_path)
+        status = dict(current or {})
+        status.update(fields)
+        status["state"] = state
+        status["updated"] = time.time()
+        atomic_write_json(self.status_path, status)
+
+    def write_eval(self, result: dict) -> None:
+        atomic_write_json(self.eval_path, result)
+
+
+def list_runs(root: str | os.PathLike) -> list[RunFolder]:
+    """Every sub-folder of ``root`` that looks like a run (has config.json or status.json), sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = []
+    for p in sorted(root.iterdir()):
+        if p.is_dir() and ((p / "config.json").exists() or (p / "status.json").exists()):
+            runs.append(RunFolder(p))
+    return runs
