@@ -1,0 +1,97 @@
+"""Channel combinations and the strategies that present them to a model (the seeds' central experiment).
+
+Combinations: RGB, RG, RB, GB, R, G, B for colour sources; ``L`` for grayscale (1-channel) sources.
+
+Strategies (x is the batch the model would see, after normalisation):
+
+* ``drop``: only the kept channels, C' = len(combo). For models that accept any channel count.
+* ``zero-fill``: 3 channels, the missing ones set to 0 (seed 001, method 1 "process_channel_DIY").
+* ``mean-fill``: 3 channels, each missing one filled, per pixel, with the mean of the kept ones
+  (so ``R`` becomes a gray image R,R,R; ``RG`` gets B = (R+G)/2).
+* ``sigmoid-fill``: 3 channels, seed 001 method 2 "process_channel_sigmoid". Its text only says:
+  "same as method 1, except the channels other than the target channels are not simply set to 0;
+  according to the gap between the image's channel count and the target channel count, F.sigmoid
+  is used to smoothly adjust and fill in or cut the values". Our reading: the kept channels pass
+  unchanged; with k kept channels the gap is g = 3 - k, and every missing channel is filled, per
+  pixel, with ``sigmoid(m - g)`` where m is the mean of the kept channels. The fill is a smooth
+  squashing of the kept signal into (0, 1) that gets weaker the more channels are missing (g = 1:
+  sigmoid(m - 1); g = 2: sigmoid(m - 2)). The seed reports this did worse than zero-fill.
+
+Fills are applied to the model's input (after normalisation), so "zero" means exactly 0 at the
+model's first layer, as the seed describes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from core.data.base import DataError
+
+CHANNEL_COMBOS: tuple[str, ...] = ("RGB", "RG", "RB", "GB", "R", "G", "B")
+GRAYSCALE_COMBO = "L"
+STRATEGIES: tuple[str, ...] = ("drop", "zero-fill", "mean-fill", "sigmoid-fill")
+_INDEX = {"R": 0, "G": 1, "B": 2}
+
+
+def combos_for(channels: int) -> tuple[str, ...]:
+    """The combinations a source with ``channels`` (1 or 3) supports."""
+    return (GRAYSCALE_COMBO,) if channels == 1 else CHANNEL_COMBOS
+
+
+def check_combo(combo: str, strategy: str = "drop", source_channels: int | None = None) -> None:
+    """Raise DataError naming the bad value when ``combo``/``strategy`` are unknown or don't fit the source."""
+    if strategy not in STRATEGIES:
+        raise DataError(f"unknown channel strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    if combo != GRAYSCALE_COMBO and combo not in CHANNEL_COMBOS:
+        raise DataError(f"unknown channel combination {combo!r}: expected one of "
+                        f"{', '.join(CHANNEL_COMBOS)} (or L for grayscale sources)")
+    if source_channels == 1 and combo != GRAYSCALE_COMBO:
+        raise DataError(f"channel combination {combo!r} needs a colour source; this source is grayscale: use 'L'")
+    if source_channels == 3 and combo == GRAYSCALE_COMBO:
+        raise DataError("channel combination 'L' is for grayscale sources; this source has 3 channels")
+
+
+def channel_count(combo: str, strategy: str = "drop") -> int:
+    """Channels the model receives: ``drop`` -> len(combo); the fills -> 3; ``L`` -> 1 whatever the strategy
+    (a grayscale source has no missing colour channel to fill)."""
+    check_combo(combo, strategy)
+    if combo == GRAYSCALE_COMBO:
+        return 1
+    return len(combo) if strategy == "drop" else 3
+
+
+def combo_indices(combo: str) -> list[int]:
+    """Source channel indices of a combination, e.g. "GB" -> [1, 2]."""
+    check_combo(combo)
+    return [0] if combo == GRAYSCALE_COMBO else [_INDEX[c] for c in combo]
+
+
+def select_channels(x: torch.Tensor, combo: str, strategy: str = "drop") -> torch.Tensor:
+    """Present ``combo`` of a batch with ``strategy``.
+
+    x: float [B, 3, H, W] (or [B, 1, H, W] with combo "L", returned as is).
+    Returns [B, channel_count(combo, strategy), H, W], same dtype and device.
+    """
+    check_combo(combo, strategy)
+    if x.dim() != 4:
+        raise DataError(f"select_channels expects [B, C, H, W], got shape {tuple(x.shape)}")
+    if combo == GRAYSCALE_COMBO:
+        if x.shape[1] != 1:
+            raise DataError(f"combination 'L' expects 1-channel input, got {x.shape[1]} channels")
+        return x
+    if x.shape[1] != 3:
+        raise DataError(f"combination {combo!r} expects 3-channel input, got {x.shape[1]} channels")
+    keep = combo_indices(combo)
+    if strategy == "drop" or len(keep) == 3:
+        return x if len(keep) == 3 else x[:, keep]
+    kept_mask = torch.zeros(3, dtype=torch.bool, device=x.device)
+    kept_mask[keep] = True
+    kept_mask = kept_mask.view(1, 3, 1, 1)
+    if strategy == "zero-fill":
+        return x * kept_mask.to(x.dtype)
+    mean_kept = x[:, keep].mean(dim=1, keepdim=True)                 # [B,1,H,W]
+    if strategy == "mean-fill":
+        fill = mean_kept
+    else:  # sigmoid-fill: see the module docstring for the reading of seed 001 method 2
+        fill = torch.sigmoid(mean_kept - (3 - len(keep)))
+    return torch.where(kept_mask, x, fill.expand_as(x))

@@ -1,0 +1,168 @@
+"""The one registry of data sources, and the two entry points everything else calls:
+``describe(name)`` (cheap, no decoding) and ``load_dataset(name, ...)``.
+
+A source registers a describe function and a load function. Sources that need a folder are
+named ``KIND:PATH`` (``imagefolder:/data/pets``, ``listfile:/data/mini-imagenet``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from core.data import shapes, sources
+from core.data.base import DataError, LoadedDataset, seeded_generator
+from core.data.preprocess import PreprocessConfig, denoise_images, resize_images
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    description: str
+    describe: Callable[..., dict]      # (path or None, **options) -> describe dict
+    load: Callable[..., LoadedDataset]  # (path or None, **options) -> LoadedDataset
+    needs_path: bool = False
+    channels: int | None = 3           # None: decided by the files (folder sources)
+    options: tuple[str, ...] = ()      # source-specific keyword options load_dataset/describe accept
+
+    def check_options(self, given) -> None:
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            allowed = ", ".join(self.options) or "none"
+            raise DataError(f"data source {self.name!r}: unknown option(s) {unknown}; it accepts: {allowed}")
+
+
+_SOURCES: dict[str, SourceSpec] = {}
+
+
+def register_source(spec: SourceSpec) -> SourceSpec:
+    if spec.name in _SOURCES:
+        raise ValueError(f"data source {spec.name!r} registered twice")
+    _SOURCES[spec.name] = spec
+    return spec
+
+
+def _no_path(fn: Callable, *bound) -> Callable:
+    def call(path, **kw):
+        return fn(*bound, **kw)
+    return call
+
+
+register_source(SourceSpec(
+    "shapes", "built-in 12-class colour shapes (generated, cached; colour-only and shape-only classes)",
+    _no_path(shapes.describe_shapes), _no_path(shapes.load_shapes), channels=3,
+    options=("n_train", "n_val", "n_test", "use_cache")))
+register_source(SourceSpec(
+    "fashion-mnist", "Zalando Fashion-MNIST, 10 classes, 28x28 gray (Debian package, root, or download)",
+    _no_path(sources.describe_mnist_like, "fashion-mnist"), _no_path(sources.load_mnist_like, "fashion-mnist"),
+    channels=1, options=("download", "val_fraction", "use_cache")))
+register_source(SourceSpec(
+    "mnist", "MNIST digits, 10 classes, 28x28 gray (root or download)",
+    _no_path(sources.describe_mnist_like, "mnist"), _no_path(sources.load_mnist_like, "mnist"), channels=1,
+    options=("download", "val_fraction", "use_cache")))
+register_source(SourceSpec(
+    "cifar10", "CIFAR-10, 10 classes, 32x32 colour (root or download)",
+    _no_path(sources.describe_cifar, "cifar10"), _no_path(sources.load_cifar, "cifar10"), channels=3,
+    options=("download", "val_fraction", "use_cache")))
+register_source(SourceSpec(
+    "cifar100", "CIFAR-100, 100 classes, 32x32 colour (root or download)",
+    _no_path(sources.describe_cifar, "cifar100"), _no_path(sources.load_cifar, "cifar100"), channels=3,
+    options=("download", "val_fraction", "use_cache")))
+register_source(SourceSpec(
+    "imagefolder", "PATH/train|val|test/CLASS/*.jpg, or PATH/CLASS/*.jpg split by seeded ratio",
+    sources.describe_imagefolder, sources.load_imagefolder, needs_path=True, channels=None,
+    options=("val_fraction", "test_fraction", "use_cache")))
+register_source(SourceSpec(
+    "listfile", "PATH/train.txt, val.txt, test.txt with lines 'relative/path.jpg label' "
+                "(mini-ImageNet course format)",
+    sources.describe_listfile, sources.load_listfile, needs_path=True, channels=None,
+    options=("val_fraction", "test_fraction", "use_cache")))
+
+
+def list_sources() -> list[str]:
+    """Registered source names. Those with ``needs_path`` are used as ``NAME:PATH``."""
+    return list(_SOURCES)
+
+
+def source_specs() -> list[SourceSpec]:
+    return list(_SOURCES.values())
+
+
+def resolve(name: str) -> tuple[SourceSpec, str | None]:
+    """'imagefolder:/x' -> (spec, '/x'); 'shapes' -> (spec, None). Unknown names raise DataError."""
+    if not isinstance(name, str) or not name:
+        raise DataError(f"data source name must be a non-empty string, got {name!r}")
+    kind, sep, path = name.partition(":")
+    spec = _SOURCES.get(kind)
+    if spec is None:
+        shown = ", ".join(s.name + (":PATH" if s.needs_path else "") for s in _SOURCES.values())
+        raise DataError(f"unknown data source {name!r}: expected one of {shown}")
+    if spec.needs_path and not path:
+        raise DataError(f"data source {kind!r} needs a folder: use '{kind}:/path/to/folder'")
+    if not spec.needs_path and sep:
+        raise DataError(f"data source {kind!r} takes no path (got {name!r}); use root= for its files")
+    return spec, (path or None)
+
+
+def describe(name: str, **kw) -> dict:
+    """{name, num_classes, classes, splits: {train, val, test}, channels, image_size} without decoding
+    images (folder sources list files and read headers). ``kw``: image_size, root, data_seed, and
+    source options (n_train/n_val/n_test for shapes, val_fraction, test_fraction). ``seed`` (a
+    training seed) is accepted and ignored: it does not change the dataset."""
+    spec, path = resolve(name)
+    kw = {k: v for k, v in kw.items() if v is not None}
+    kw.pop("seed", None)
+    data_seed = int(kw.pop("data_seed", 0))
+    spec.check_options(set(kw) - {"image_size", "root"})
+    d = spec.describe(path, seed=data_seed, **kw)
+    d["name"] = name
+    return d
+
+
+def load_dataset(name: str, *, image_size: int | None = None, root=None, seed: int = 0,
+                 preprocess: PreprocessConfig | None = None, max_train_samples: int | None = None,
+                 data_seed: int = 0, **options) -> LoadedDataset:
+    """Load a source as uint8 tensors, resized to ``image_size`` (when given and different from the
+    source's), train optionally cut to a seeded random ``max_train_samples``, then denoised when
+    ``preprocess.denoise`` (cached on disk per dataset + split + parameters + pixels).
+
+    Two seeds, on purpose: ``data_seed`` (default 0) fixes the dataset itself: the images `shapes`
+    generates and the val/test splits carved from a training split. ``seed`` (the run's training
+    seed) only picks the ``max_train_samples`` subset. So runs trained with different seeds are
+    tested on the very same test split and can be compared side by side.
+
+    options go to the source: ``download`` (bool, torchvision sources), ``val_fraction``,
+    ``test_fraction`` (when a split must be carved), ``n_train``/``n_val``/``n_test`` (shapes),
+    ``use_cache`` (shapes and folder decode caches).
+    Returns LoadedDataset(info, train, val, test) with images uint8 [N, C, H, W], labels int64 [N].
+    """
+    spec, path = resolve(name)
+    spec.check_options(options)
+    if image_size is not None and not (1 <= int(image_size) <= 1024):
+        raise DataError(f"{name}: image_size must be between 1 and 1024, got {image_size}")
+    ds = spec.load(path, image_size=image_size, root=root, seed=int(data_seed),
+                   max_train_samples=max_train_samples, **options)
+    ds.info.name = name
+    if image_size is not None and ds.info.image_size != int(image_size):
+        for k in ("train", "val", "test"):
+            sp = ds.split(k)
+            sp.images = resize_images(sp.images, int(image_size))
+        ds.info.image_size = int(image_size)
+    if max_train_samples is not None and max_train_samples < len(ds.train):
+        if max_train_samples < 1:
+            raise DataError(f"{name}: max_train_samples must be >= 1, got {max_train_samples}")
+        keep = torch.randperm(len(ds.train), generator=seeded_generator(seed, 31337))[:max_train_samples]
+        ds.train = ds.train.subset(keep.sort().values)
+        ds.info.notes += f"; train cut to {max_train_samples} (seeded)"
+    if preprocess is not None and preprocess.denoise:
+        hits = {}
+        for k in ("train", "val", "test"):
+            sp = ds.split(k)
+            sp.images, m = denoise_images(sp.images, preprocess, dataset=name, split=k,
+                                          use_cache=options.get("use_cache", True))
+            hits[k] = m
+        ds.meta["denoise"] = hits
+        ds.info.notes += f"; non-local-means denoised (h={preprocess.h}, h_color={preprocess.h_color})"
+    return ds
