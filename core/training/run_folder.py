@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.io import atomic_write_json, read_jsonl
+from core.io import atomic_write_json, atomic_write_text, read_jsonl
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 
@@ -149,6 +149,77 @@ class RunFolder:
 
     def write_eval(self, result: dict) -> None:
         atomic_write_json(self.eval_path, result)
+
+    def truncate_rows_after(self, epoch: int) -> None:
+        """Drop metrics.jsonl / steps.jsonl rows of epochs > ``epoch`` (and a half-written last line).
+
+        Used on resume: rows written for an epoch that did not complete (or completed after the
+        resume state was saved) are removed, so that re-running it neither loses nor duplicates it.
+        """
+        for path in (self.metrics_path, self.steps_path):
+            if not path.exists():
+                continue
+            rows = [r for r in read_jsonl(path) if int(r.get("epoch", 0)) <= epoch]
+            atomic_write_text(path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
+
+    # ---- ownership (train.lock) -----------------------------------------------------------
+    def lock_owner(self) -> int | None:
+        """pid written in train.lock, or None when there is no lock (or it holds no pid yet)."""
+        try:
+            text = self.lock_path.read_text(encoding="ascii").strip()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+        return int(text) if text.isdigit() else None
+
+    def acquire_lock(self, pid: int | None = None) -> None:
+        """Create train.lock exclusively (O_CREAT|O_EXCL) holding ``pid``; raise RunLockedError if a
+        live process owns the folder. A lock left by a dead process (kill -9) is taken over."""
+        pid = pid or os.getpid()
+        self.path.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self.lock_owner()
+                if owner is None:
+                    # Another trainer may be between creating the file and writing its pid.
+                    try:
+                        fresh = time.time() - self.lock_path.stat().st_mtime < 10
+                    except FileNotFoundError:
+                        continue
+                    if fresh:
+                        raise RunLockedError(self.path, None) from None
+                elif owner == pid or pid_alive(owner):
+                    raise RunLockedError(self.path, owner) from None
+                try:  # stale: its owner is dead
+                    os.unlink(self.lock_path)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(f"{pid}\n")
+            return
+        raise RunLockedError(self.path, self.lock_owner())
+
+    def release_lock(self, pid: int | None = None) -> None:
+        """Remove train.lock if ``pid`` (default: this process) owns it."""
+        if self.lock_owner() == (pid or os.getpid()):
+            try:
+                os.unlink(self.lock_path)
+            except FileNotFoundError:
+                pass
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is training into this run folder."""
+
+    def __init__(self, path: Path, pid: int | None) -> None:
+        self.path, self.pid = Path(path), pid
+        who = f"process {pid}" if pid else "another process"
+        super().__init__(
+            f"{path} is in use: {who} is training into it (train.lock). Wait for it, cancel it, "
+            f"or choose another --out folder"
+        )
 
 
 def list_runs(root: str | os.PathLike) -> list[RunFolder]:

@@ -28,3 +28,14 @@ def test_read_jsonl_tolerates_half_written_last_line(tmp_path):
         fh.write('{"epoch": 3, "tra')
     assert [r["epoch"] for r in read_jsonl(p)] == [1, 2]
     assert read_jsonl(tmp_path / "missing.jsonl") == []
+
+
+def test_atomic_write_respects_umask_not_mkstemp_0600(tmp_path):
+    import os
+    import stat
+
+    atomic_write_json(tmp_path / "a.json", {"x": 1})
+    mode = stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask

@@ -1,0 +1,172 @@
+"""Our trainer vs a plain PyTorch loop: same model, same data, same number of steps.
+
+    python benchmarks/bench_trainer.py [--model cnn3] [--dataset shapes] [--samples 4096] [--epochs 3]
+                                       [--batch-size 128] [--threads 2] [--device cpu|cuda] [--workers 0]
+
+- ours: core.training.trainer.train (uint8 dataset tensor on the device, whole-batch pipeline, no
+  per-step sync; on CUDA also bf16 autocast + channels_last + cudnn.benchmark).
+- plain: the textbook loop: a Dataset of PIL images, per-sample torchvision transforms
+  (ToTensor + Normalize with the same statistics), DataLoader(shuffle=True), fp32, ``loss.item()``
+  every step. Test accuracy: both with their final weights (ours also reports its best-by-val weights).
+Both start from the same initial weights (same seed), train the same epochs x steps with Adam at
+the same learning rate, and are scored on the same test split. images/s counts training only
+(forward + backward + step + data), excluding validation/evaluation. Prints a table and a JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.data import compute_normalization, load_dataset  # noqa: E402
+from core.models import create_model  # noqa: E402
+from core.training.config import TrainConfig  # noqa: E402
+from core.training.run_folder import RunFolder  # noqa: E402
+from core.training.trainer import train  # noqa: E402
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """The split as a list of PIL images, transformed one sample at a time (the usual tutorial setup)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform) -> None:
+        from PIL import Image
+
+        mode = "L" if images.shape[1] == 1 else "RGB"
+        arrs = images.permute(0, 2, 3, 1).numpy()
+        self.images = [Image.fromarray(a[:, :, 0] if mode == "L" else a, mode=mode) for a in arrs]
+        self.labels = labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def plain_loop(args, data, mean, std, device: torch.device) -> dict:
+    from torchvision import transforms
+
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    train_tf = tf
+    if args.augment == "crop-flip":   # the same augmentation as our AugmentConfig.preset("crop-flip")
+        train_tf = transforms.Compose([transforms.RandomCrop(args.image_size, padding=4),
+                                       transforms.RandomHorizontalFlip(), tf])
+    train_ds = PILDataset(data.train.images, data.train.labels, train_tf)
+    test_ds = PILDataset(data.test.images, data.test.labels, tf)
+    g = torch.Generator()
+    g.manual_seed(args.seed)
+    loader = torch.utils.data.DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=args.workers, generator=g,
+                                         pin_memory=device.type == "cuda")
+    torch.manual_seed(args.seed)
+    model = create_model(args.model, num_classes=data.info.num_classes, in_channels=data.train.images.shape[1]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    crit = nn.CrossEntropyLoss()
+    seen, train_seconds, last_loss = 0, 0.0, float("nan")
+    for _ in range(args.epochs):
+        model.train()
+        start = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            loss = crit(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            last_loss = loss.item()
+            seen += len(y)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_seconds += time.perf_counter() - start
+    model.eval()
+    correct = n = 0
+    with torch.no_grad():
+        for x, y in torch.utils.data.DataLoader(test_ds, batch_size=256):
+            correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
+            n += len(y)
+    return {"images_per_s": seen / train_seconds, "train_seconds": train_seconds, "images": seen,
+            "test_acc": correct / n, "last_loss": last_loss}
+
+
+def ours(args, device: torch.device) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(model=args.model, dataset=args.dataset, image_size=args.image_size,
+                          max_train_samples=args.samples, epochs=args.epochs, batch_size=args.batch_size,
+                          lr=args.lr, seed=args.seed, device=device.type, num_threads=args.threads,
+                          log_every=50, eval_at_end=True, compile=args.compile,
+                          augment=args.augment if args.augment != "none" else {})
+        status = train(cfg, Path(tmp) / "run", quiet=True)
+        if status["state"] != "done":
+            raise SystemExit(f"our trainer failed: {status['message']}")
+        run = RunFolder(Path(tmp) / "run")
+        rows = run.read_metrics()
+        # the plain loop is scored with its final weights: score ours with its last ones too
+        from core.evaluate import evaluate_run
+
+        ev = evaluate_run(run.path, which="last", device=device.type, write=False)
+        best_acc = run.read_eval()["test_acc"]
+        n_train = run.read_config()["run"]["n_train"]
+        threads = run.read_config()["run"]["cpu_threads"]
+    # The metrics row's images_per_s counts training only: train seconds = images / images_per_s.
+    n_per_epoch = (n_train // args.batch_size) * args.batch_size
+    train_seconds = sum(n_per_epoch / r["images_per_s"] for r in rows)
+    images = n_per_epoch * len(rows)
+    return {"images_per_s": images / train_seconds, "train_seconds": train_seconds, "images": images,
+            "test_acc": ev["test_acc"], "test_acc_best_weights": best_acc,
+            "last_loss": rows[-1]["train_loss"], "threads": threads}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="cnn3")
+    p.add_argument("--dataset", default="shapes")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--samples", type=int, default=4096)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for both (default: the trainer's choice, idle cores; plain gets the same)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the plain loop")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--augment", default="none", choices=("none", "crop-flip"),
+                   help="same augmentation on both sides (plain: per-sample RandomCrop + RandomHorizontalFlip)")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_dataset(args.dataset, image_size=args.image_size, seed=args.seed, max_train_samples=args.samples)
+    mean, std = compute_normalization(data.train)
+    print(f"{args.model} on {args.dataset}: {len(data.train)} train images, {args.epochs} epochs, "
+          f"batch {args.batch_size}, augment {args.augment}, {args.device}",
+          flush=True)
+    # Order: ours first, then plain, so neither profits from a warmer cache of the other's code paths
+    # more than the other (both pay their own first-iteration costs inside the timed region).
+    r_ours = ours(args, device)
+    torch.set_num_threads(r_ours["threads"])   # the plain loop gets exactly the threads ours used
+    r_plain = plain_loop(args, data, mean, std, device)
+    ratio = r_ours["images_per_s"] / r_plain["images_per_s"]
+    print(f"{'':8} {'images/s':>10} {'train s':>8} {'test acc':>9}")
+    for name, r in (("ours", r_ours), ("plain", r_plain)):
+        print(f"{name:8} {r['images_per_s']:10.1f} {r['train_seconds']:8.2f} {r['test_acc']:9.4f}")
+    print(f"threads {r_ours['threads']}, 1-min load average {os.getloadavg()[0]:.1f} (shared machine)")
+    print(f"speed-up ours/plain: {ratio:.2f}x")
+    print(json.dumps({"model": args.model, "dataset": args.dataset, "device": args.device, "augment": args.augment,
+                      "threads": r_ours["threads"], "load_avg_1min": os.getloadavg()[0], "epochs": args.epochs, "batch_size": args.batch_size,
+                      "train_images": len(data.train), "ours": r_ours, "plain": r_plain, "ratio": ratio}))
+
+
+if __name__ == "__main__":
+    main()
