@@ -1,12 +1,29 @@
-"""ArchScope dashboard entry point: ``streamlit run dashboard/app.py``."""
+"""ArchScope dashboard entry point: ``streamlit run dashboard/app.py``.
+
+Multipage via st.navigation; one file per page in dashboard/app_pages/. Pages stay thin: they
+read run folders, call ``core`` and draw with plotly.
+"""
 
 import sys
 from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `core` importable from any cwd
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `core` and `dashboard` importable from any cwd
+
+from dashboard.components.runs import sidebar_runs_root  # noqa: E402
 
 st.set_page_config(page_title="ArchScope", layout="wide")
-st.title("ArchScope")
-st.info("The dashboard pages are being built (see the dashboard issue). The command line works: `python -m core.models`.")
+
+PAGES = Path(__file__).resolve().parent / "app_pages"
+pages = [
+    st.Page(str(PAGES / "overview.py"), title="Overview", icon=":material/home:", default=True),
+    st.Page(str(PAGES / "train.py"), title="Train", icon=":material/model_training:"),
+    st.Page(str(PAGES / "compare.py"), title="Compare", icon=":material/compare_arrows:"),
+    st.Page(str(PAGES / "predict.py"), title="Predict", icon=":material/image_search:"),
+    st.Page(str(PAGES / "explain.py"), title="Explain", icon=":material/visibility:"),
+    st.Page(str(PAGES / "architecture.py"), title="Architecture", icon=":material/account_tree:"),
+]
+nav = st.navigation(pages)
+sidebar_runs_root()
+nav.run()

@@ -1,0 +1,192 @@
+"""How long each dashboard page takes to render with N runs present (target: < 2 s on the CPU).
+
+    python benchmarks/bench_dashboard.py [--runs ROOT] [--n 10] [--repeats 3] [--browser]
+
+Without --runs it trains two tiny real runs (cnn2 and attn_deform_cnn4 on shapes, 256 images,
+32 px, 1 epoch) and clones them into N run folders with different seeds (so Compare also draws
+seed groups). Each page is rendered headless with streamlit.testing.v1.AppTest (the page
+script's own time, as the server spends it; the browser's drawing is not included):
+  cold  the first render in a fresh process (empty st.cache_data / st.cache_resource: loads models,
+        counts MACs, computes CAMs),
+  warm  the median of ``--repeats`` later renders (what a user waits for on every click).
+With --browser it also starts ``streamlit run`` and times, in headless Chromium, until the app is
+idle with no placeholder left (script, websocket, drawing included): "browser 1st" = loading the
+page's URL in a fresh session (reload / new tab), "browser later" = the median of arriving at it
+by clicking the sidebar (what a user does between pages). Chromium draws on the same CPU.
+Compare's warm renders have every run selected (its cold render the default first 4). Prints a table, the machine's load average (this
+machine is shared: a high load inflates every number) and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PAGES = ["overview", "train", "compare", "predict", "explain", "architecture"]
+HEADINGS = {"overview": "ArchScope", "train": "Train a model", "compare": "Compare runs", "predict": "Predict",
+            "explain": "Explain", "architecture": "Architecture and cost"}
+BASE_RUNS = {
+    "cnn2": ["--model", "cnn2", "--channels", "RG", "--channel-strategy", "zero-fill"],
+    "deform": ["--model", "attn_deform_cnn4"],
+}
+COMMON = ["--dataset", "shapes", "--image-size", "32", "--max-train-samples", "256", "--epochs", "1", "--quiet",
+          "--no-tensorboard", "--num-threads", "1"]
+
+
+def make_runs(root: Path, n: int) -> None:
+    """Train the base runs, then clone them up to n folders (seed changed in config.json)."""
+    base = root / "_base"
+    base.mkdir(parents=True)
+    procs = [subprocess.Popen([sys.executable, "-m", "core.train", *args, *COMMON, "--out", str(base / name)],
+                              cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO))) for name, args in BASE_RUNS.items()]
+    if any(p.wait() != 0 for p in procs):
+        raise SystemExit("training the base runs failed")
+    names = list(BASE_RUNS)
+    for i in range(n):
+        src = base / names[i % len(names)]
+        dst = root / f"{names[i % len(names)]}_s{i:02d}"
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("last_state.pt", "train.lock", "train.log"))
+        cfg = json.loads((dst / "config.json").read_text())
+        cfg["seed"] = i
+        (dst / "config.json").write_text(json.dumps(cfg))
+    shutil.rmtree(base)
+
+
+def browser_times(root: Path, repeats: int) -> dict:
+    """Seconds from page.goto to an idle app without skeletons, per page: first load and median of later ones."""
+    import socket
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"), "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=REPO, env=dict(os.environ, ARCHSCOPE_RUNS=str(root), PYTHONPATH=str(REPO)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    out = {}
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.3)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                         args=["--no-sandbox", "--headless", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            titles = {"overview": "Overview", "train": "Train", "compare": "Compare", "predict": "Predict",
+                      "explain": "Explain", "architecture": "Architecture"}
+
+            def settle(t0: float) -> float:
+                time.sleep(0.2)   # let the script run start before waiting for its end
+                page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=120_000)
+                page.wait_for_function("() => !document.querySelector(\"[data-testid='stSkeleton']\")",
+                                       timeout=120_000)
+                return time.perf_counter() - t0
+
+            for name in PAGES:
+                t = time.perf_counter()
+                page.goto(f"{url}/{'' if name == 'overview' else name}")   # a fresh session: reload / new tab
+                page.wait_for_selector("h1", timeout=120_000)
+                first = settle(t)
+                clicks = []
+                for i in range(repeats):
+                    other = "predict" if name != "predict" else "train"
+                    page.get_by_test_id("stSidebarNav").get_by_text(titles[other], exact=True).click()
+                    settle(time.perf_counter())
+                    t = time.perf_counter()
+                    page.get_by_test_id("stSidebarNav").get_by_text(titles[name], exact=True).click()
+                    page.wait_for_selector(f"h1:has-text('{HEADINGS[name]}')", timeout=120_000)
+                    clicks.append(settle(t))
+                out[name] = {"first_s": round(first, 3), "later_s": round(statistics.median(clicks), 3)}
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=Path, help="an existing runs folder (default: make --n tiny runs)")
+    ap.add_argument("--n", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--browser", action="store_true", help="also time full page loads in headless Chromium")
+    args = ap.parse_args()
+
+    tmp = None
+    root = args.runs
+    if root is None:
+        tmp = Path(tempfile.mkdtemp(prefix="archscope-bench-dash-"))
+        root = tmp / "runs"
+        t = time.perf_counter()
+        make_runs(root, args.n)
+        print(f"made {args.n} runs in {time.perf_counter() - t:.1f} s")
+    os.environ["ARCHSCOPE_RUNS"] = str(root)
+    from streamlit.testing.v1 import AppTest
+
+    from core.training.run_folder import list_runs
+
+    n_runs = len(list_runs(root))
+    results = {}
+    try:
+        at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=600)
+        t = time.perf_counter()
+        at.run()                      # the app's first render is the Overview page, cold
+        first_overview = time.perf_counter() - t
+        for page in PAGES:
+            times = []
+            for i in range(args.repeats + 1):
+                if page == "overview" and i == 0:
+                    times.append(first_overview)
+                    continue
+                at.switch_page(f"app_pages/{page}.py")
+                t = time.perf_counter()
+                at.run()
+                times.append(time.perf_counter() - t)
+                if at.exception:
+                    raise SystemExit(f"{page}: {at.exception[0].value}")
+                if page == "compare" and i == 0:
+                    # later renders with every run selected (the first used the default selection)
+                    at.multiselect(key="cmp_runs").set_value([r.run_id for r in list_runs(root)])
+            results[page] = {"cold_s": round(times[0], 3), "warm_s": round(statistics.median(times[1:]), 3)}
+        browser = browser_times(root, args.repeats) if args.browser else {}
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    load = os.getloadavg()
+    print(f"\n{n_runs} runs, {os.cpu_count()} CPU cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+    head = f"{'page':<14}{'cold s':>10}{'warm s':>10}"
+    if browser:
+        head += f"{'browser 1st s':>16}{'browser later s':>18}"
+    print(head)
+    for page, r in results.items():
+        line = f"{page:<14}{r['cold_s']:>10.2f}{r['warm_s']:>10.2f}"
+        if browser:
+            line += f"{browser[page]['first_s']:>16.2f}{browser[page]['later_s']:>18.2f}"
+        slow = r["warm_s"] >= 2.0 or (browser and browser[page]["later_s"] >= 2.0)
+        print(line + ("   (over the 2 s target)" if slow else ""))
+    print(json.dumps({"runs": n_runs, "load_avg_1min": round(load[0], 2), "pages": results, "browser": browser}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,340 @@
+"""Tables behind the Compare and Overview pages, computed from run folders.
+
+Everything here is pure (dicts, numpy arrays, pandas DataFrames in; the same out) so the
+dashboard only draws what these functions return and the numbers are tested here:
+
+    rows = [run_summary(r) for r in list_runs("checkpoints")]
+    leaderboard(rows)                      # one row per run, best test accuracy first
+    cost_table(rows, reference="resnet34_run", target=0.9)
+    normalize_confusion(cm, "true")        # rows sum to 1
+    confusion_difference(cm_a, cm_b, classes)
+    pareto_front(costs, accuracies)        # boolean mask of non-dominated runs
+    group_by_seed(rows)                    # runs differing only in seed -> mean +- std
+    channel_robustness_matrix(evals)       # trained combination x tested combination
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from core.training.run_folder import RunFolder
+
+# The seven colour-channel combinations in the order every matrix uses (grayscale sources: "L").
+COMBO_ORDER = ("RGB", "RG", "RB", "GB", "R", "G", "B")
+
+# Config keys that name a run or its bookkeeping, not an experimental condition: two runs whose
+# configs differ only in these (and the seed) are repeats of one experiment.
+_NON_CONDITION_KEYS = {
+    "seed", "out", "out_dir", "run_dir", "run_id", "run_name", "name", "resume", "versions",
+    "created", "created_at", "notes", "device", "num_workers", "log_every", "save_every",
+    "run", "data_root", "num_threads", "checkpoint_every", "tensorboard", "eval_at_end", "compile",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# One run -> one flat row
+# ---------------------------------------------------------------------------------------------
+def _first(d: dict | None, *keys: str, default: Any = None) -> Any:
+    """The first present, non-None value among ``keys`` in ``d`` (configs name things differently)."""
+    if not d:
+        return default
+    for k in keys:
+        if k in d and d[k] is not None:
+            return d[k]
+    return default
+
+
+def _channels_of(config: dict | None) -> str | None:
+    ch = _first(config, "channels", "channel_combo", "combo")
+    if isinstance(ch, (list, tuple)):
+        return ",".join(map(str, ch))
+    return ch
+
+
+def run_summary(run: RunFolder, cost: dict | None = None) -> dict:
+    """Flatten one run folder into a leaderboard row (never raises on a broken run).
+
+    ``cost`` optionally holds ``params``, ``macs`` (computed elsewhere, e.g. by
+    ``core.analysis.complexity``) so this module stays free of model code.
+    Row keys: run_id, path, state, model, dataset, channels, strategy, seed, epochs,
+    epochs_done, test_acc, best_val_acc, final_train_loss, params, macs, flops, train_seconds,
+    train_images_per_s, inference_images_per_s, problems.
+    """
+    config = run.read_config() or {}
+    status = run.read_status()
+    metrics = run.read_metrics()
+    ev = run.read_eval() or {}
+    model_cfg = config.get("model")
+    model_name = model_cfg.get("name") if isinstance(model_cfg, dict) else model_cfg
+    data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
+    val_accs = [m["val_acc"] for m in metrics if isinstance(m.get("val_acc"), (int, float))]
+    seconds = [m["seconds"] for m in metrics if isinstance(m.get("seconds"), (int, float))]
+    ips = [m["images_per_s"] for m in metrics if isinstance(m.get("images_per_s"), (int, float))]
+    cost = cost or {}
+    macs = cost.get("macs")
+    return {
+        "run_id": run.run_id,
+        "path": str(run.path),
+        "state": status.get("state", "unknown"),
+        "model": model_name or _first(data_cfg, "model"),
+        "dataset": _first(config, "dataset") or _first(data_cfg, "dataset", "name"),
+        "channels": _channels_of(config) or _channels_of(data_cfg),
+        "strategy": _first(config, "strategy", "channel_strategy") or _first(data_cfg, "strategy"),
+        "seed": _first(config, "seed"),
+        "epochs": _first(config, "epochs"),
+        "epochs_done": len(metrics),
+        "test_acc": ev.get("test_acc"),
+        "best_val_acc": max(val_accs) if val_accs else None,
+        "final_train_loss": metrics[-1].get("train_loss") if metrics else None,
+        "params": cost.get("params"),
+        "macs": macs,
+        "flops": 2 * macs if isinstance(macs, (int, float)) else None,
+        "train_seconds": float(sum(seconds)) if seconds else None,
+        "train_images_per_s": float(np.mean(ips)) if ips else None,
+        "inference_images_per_s": ev.get("inference_images_per_s"),
+        "problems": "; ".join(run.problems()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Leaderboard and cost table
+# ---------------------------------------------------------------------------------------------
+LEADERBOARD_COLUMNS = [
+    "run_id", "model", "dataset", "channels", "strategy", "state", "test_acc", "best_val_acc",
+    "params", "macs", "train_seconds", "train_images_per_s", "inference_images_per_s",
+]
+
+
+def leaderboard(rows: Iterable[dict]) -> pd.DataFrame:
+    """One row per run, best test accuracy first (runs without eval.json last, by val accuracy)."""
+    df = pd.DataFrame(list(rows))
+    if df.empty:
+        return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
+    for col in LEADERBOARD_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    df = df[LEADERBOARD_COLUMNS].copy()
+    df = df.sort_values(["test_acc", "best_val_acc"], ascending=False, na_position="last", kind="stable")
+    return df.reset_index(drop=True)
+
+
+def cost_table(rows: Iterable[dict], reference: str | None = None, target: float | None = None) -> pd.DataFrame:
+    """Cost and accuracy per run, with each run's accuracy and cost as a percent of ``reference``.
+
+    Columns: run_id, model, params, macs, flops, train_seconds, inference_images_per_s, test_acc,
+    acc_per_gmac (test accuracy points per 10^9 MACs), acc_pct_of_ref, params_pct_of_ref,
+    macs_pct_of_ref and, when ``target`` (a fraction such as 0.9) is given, reaches_target
+    (acc_pct_of_ref >= 100 * target). Percent columns are NaN when the reference lacks the value.
+    """
+    df = pd.DataFrame(list(rows))
+    cols = ["run_id", "model", "params", "macs", "flops", "train_seconds", "inference_images_per_s", "test_acc"]
+    if df.empty:
+        return pd.DataFrame(columns=cols + ["acc_per_gmac", "acc_pct_of_ref", "params_pct_of_ref", "macs_pct_of_ref"])
+    for col in cols:
+        if col not in df.columns:
+            df[col] = None
+    df = df[cols].copy()
+    for col in cols[2:]:
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    df["acc_per_gmac"] = 100.0 * df["test_acc"] / (df["macs"] / 1e9)
+    if reference is not None:
+        if reference not in set(df["run_id"]):
+            raise ValueError(f"reference run {reference!r} is not among the compared runs")
+        ref = df.loc[df["run_id"] == reference].iloc[0]
+        for col, out in (("test_acc", "acc_pct_of_ref"), ("params", "params_pct_of_ref"), ("macs", "macs_pct_of_ref")):
+            denom = ref[col]
+            df[out] = 100.0 * df[col] / denom if pd.notna(denom) and denom != 0 else np.nan
+        if target is not None:
+            df["reaches_target"] = df["acc_pct_of_ref"] >= 100.0 * target
+    return df.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Confusion matrices
+# ---------------------------------------------------------------------------------------------
+def normalize_confusion(cm: Sequence[Sequence[float]] | np.ndarray, mode: str = "true") -> np.ndarray:
+    """Confusion matrix [K, K] (rows true, columns predicted) as float.
+
+    mode "true": each row divided by its sum (recall on the diagonal; empty rows stay 0);
+    "pred": each column divided by its sum (precision on the diagonal); "none": raw counts.
+    """
+    m = np.asarray(cm, dtype=float)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"confusion matrix must be square, got shape {m.shape}")
+    if mode == "none":
+        return m
+    axis = {"true": 1, "pred": 0}.get(mode)
+    if axis is None:
+        raise ValueError(f"mode must be 'true', 'pred' or 'none', got {mode!r}")
+    sums = m.sum(axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(sums > 0, m / np.where(sums == 0, 1, sums), 0.0)
+    return out
+
+
+def confusion_difference(cm_a, cm_b, classes: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Row-normalised A - B confusion difference [K, K] and the per-class accuracy change.
+
+    Both matrices are normalised by their true-class rows first, so runs evaluated on different
+    numbers of images compare fairly. The table has class, acc_a, acc_b, change (= acc_a - acc_b,
+    in fractions), sorted as ``classes``.
+    """
+    a = normalize_confusion(cm_a, "true")
+    b = normalize_confusion(cm_b, "true")
+    if a.shape != b.shape:
+        raise ValueError(f"confusion matrices have different shapes {a.shape} and {b.shape}: the runs use different classes")
+    if len(classes) != a.shape[0]:
+        raise ValueError(f"{len(classes)} class names for a {a.shape[0]}-class matrix")
+    diff = a - b
+    table = pd.DataFrame({
+        "class": list(classes),
+        "acc_a": np.diag(a),
+        "acc_b": np.diag(b),
+        "change": np.diag(diff),
+    })
+    return diff, table
+
+
+def per_class_table(ev: dict) -> pd.DataFrame:
+    """eval.json's per_class list as a DataFrame: class, precision, recall, f1, support."""
+    rows = ev.get("per_class") or []
+    df = pd.DataFrame(rows)
+    for col in ("class", "precision", "recall", "f1", "support"):
+        if col not in df.columns:
+            df[col] = None
+    return df[["class", "precision", "recall", "f1", "support"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pareto front
+# ---------------------------------------------------------------------------------------------
+def pareto_front(costs: Sequence[float], accuracies: Sequence[float]) -> np.ndarray:
+    """Boolean mask [N]: True where no other run is at least as cheap AND at least as accurate
+    while strictly better in one of the two. NaN entries are never on the front."""
+    c = np.asarray(costs, dtype=float)
+    a = np.asarray(accuracies, dtype=float)
+    if c.shape != a.shape:
+        raise ValueError("costs and accuracies must have the same length")
+    valid = np.isfinite(c) & np.isfinite(a)
+    mask = np.zeros(c.shape, dtype=bool)
+    for i in np.flatnonzero(valid):
+        others = valid.copy()
+        others[i] = False
+        dominated = others & (c <= c[i]) & (a >= a[i]) & ((c < c[i]) | (a > a[i]))
+        mask[i] = not dominated.any()
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Seed groups
+# ---------------------------------------------------------------------------------------------
+def seed_group_key(config: dict | None) -> str:
+    """A string equal for two configs that differ only in seed / output folder / bookkeeping."""
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in sorted(obj.items()) if k not in _NON_CONDITION_KEYS}
+        if isinstance(obj, list):
+            return [strip(v) for v in obj]
+        return obj
+
+    return json.dumps(strip(config or {}), sort_keys=True, default=str)
+
+
+def group_by_seed(rows: Sequence[dict], configs: Sequence[dict | None],
+                  value_columns: Sequence[str] = ("test_acc", "best_val_acc", "train_seconds")) -> pd.DataFrame:
+    """Runs whose configs differ only in seed collapse to one row: mean and std per value column.
+
+    ``rows`` (from ``run_summary``) and ``configs`` are parallel lists. Output columns: group (the
+    first run id of the group), model, dataset, channels, n_runs, seeds, runs, and for each value
+    column ``<col>_mean``, ``<col>_std`` (sample std, NaN for one run) and ``<col>`` as the text
+    "mean ± std".
+    """
+    if len(rows) != len(configs):
+        raise ValueError("rows and configs must be parallel lists")
+    groups: dict[str, list[int]] = {}
+    for i, cfg in enumerate(configs):
+        groups.setdefault(seed_group_key(cfg), []).append(i)
+    out = []
+    for idx in groups.values():
+        members = [rows[i] for i in idx]
+        rec = {
+            "group": members[0]["run_id"],
+            "model": members[0].get("model"),
+            "dataset": members[0].get("dataset"),
+            "channels": members[0].get("channels"),
+            "n_runs": len(members),
+            "seeds": ",".join(str(m.get("seed")) for m in members),
+            "runs": ",".join(m["run_id"] for m in members),
+        }
+        for col in value_columns:
+            vals = np.array([m.get(col) for m in members if isinstance(m.get(col), (int, float))], dtype=float)
+            mean = float(vals.mean()) if vals.size else math.nan
+            std = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
+            rec[f"{col}_mean"] = mean
+            rec[f"{col}_std"] = std
+            rec[col] = _pm(mean, std)
+        out.append(rec)
+    return pd.DataFrame(out)
+
+
+def _pm(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    if math.isnan(std):
+        return f"{mean:.4g}"
+    return f"{mean:.4g} ± {std:.2g}"
+
+
+def curves_mean_std(metric_lists: Sequence[list[dict]], column: str) -> pd.DataFrame:
+    """Per-epoch mean and std of ``column`` over several runs' metrics.jsonl rows.
+
+    Returns columns epoch, mean, std, n (runs that reached that epoch); std is 0 for one run.
+    """
+    by_epoch: dict[int, list[float]] = {}
+    for metrics in metric_lists:
+        for i, m in enumerate(metrics):
+            v = m.get(column)
+            if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
+                by_epoch.setdefault(int(m.get("epoch", i + 1)), []).append(float(v))
+    rows = []
+    for epoch in sorted(by_epoch):
+        vals = np.array(by_epoch[epoch])
+        rows.append({"epoch": epoch, "mean": float(vals.mean()),
+                     "std": float(vals.std(ddof=1)) if vals.size > 1 else 0.0, "n": int(vals.size)})
+    return pd.DataFrame(rows, columns=["epoch", "mean", "std", "n"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Channel robustness
+# ---------------------------------------------------------------------------------------------
+def channel_robustness_matrix(evals: Sequence[dict]) -> pd.DataFrame:
+    """Assemble eval.json ``channel_robustness`` rows into a trained x tested accuracy matrix.
+
+    Each eval contributes one row (its trained combination, or "random"); several runs trained on
+    the same combination are averaged. Columns follow ``COMBO_ORDER`` then any other tested
+    combination (e.g. "L"); untested cells are NaN. Index name "trained", columns name "tested".
+    """
+    acc: dict[str, dict[str, list[float]]] = {}
+    tested_seen: list[str] = []
+    for ev in evals:
+        cr = (ev or {}).get("channel_robustness") or {}
+        trained = cr.get("trained")
+        tested = cr.get("tested") or {}
+        if trained is None or not isinstance(tested, dict):
+            continue
+        row = acc.setdefault(str(trained), {})
+        for combo, value in tested.items():
+            if combo not in tested_seen:
+                tested_seen.append(combo)
+            if isinstance(value, (int, float)):
+                row.setdefault(combo, []).append(float(value))
+    columns = [c for c in COMBO_ORDER if c in tested_seen] + [c for c in tested_seen if c not in COMBO_ORDER]
+    index_order = [c for c in COMBO_ORDER if c in acc] + sorted(c for c in acc if c not in COMBO_ORDER)
+    data = [[float(np.mean(acc[t][c])) if acc[t].get(c) else np.nan for c in columns] for t in index_order]
+    df = pd.DataFrame(data, index=pd.Index(index_order, name="trained"), columns=pd.Index(columns, name="tested"))
+    return df

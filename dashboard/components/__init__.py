@@ -1,0 +1,1 @@
+"""Shared dashboard widgets: the run picker, cached loaders, tables with CSV download."""

@@ -1,0 +1,197 @@
+"""Where runs live, which are picked, and cached loading of their tables and models.
+
+Caches are keyed by the run folder and the modification times of its files, so a run that is
+still training (its metrics.jsonl grows) is re-read, and a finished run never is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from types import ModuleType
+
+import streamlit as st
+
+from core.analysis import compare
+from core.training.run_folder import RunFolder, list_runs
+
+REPO = Path(__file__).resolve().parents[2]
+ROOT_KEY = "runs_root"
+
+FIRST_RUN_HELP = (
+    "No runs yet. Train a first one on the **Train** page (a 1-epoch `cnn2` on `shapes` takes "
+    "about a minute on a laptop CPU), or from a shell:\n\n"
+    "`python -m core.train --model cnn2 --dataset shapes --epochs 1 --out checkpoints/first`\n\n"
+    "You can also point the sidebar's *Runs folder* at another folder, or upload a zipped run on the Train page."
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional parts of core (built by other issues): pages degrade to st.info, never a traceback.
+# ---------------------------------------------------------------------------------------------
+def optional_module(name: str) -> ModuleType | None:
+    """Import ``name`` or return None when that part of core is not there yet."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def require_module(name: str, what: str) -> ModuleType | None:
+    """Import ``name``; when missing, show an st.info saying which feature is unavailable."""
+    mod = optional_module(name)
+    if mod is None:
+        st.info(f"{what} needs `{name}`, which is not installed in this checkout yet.")
+    return mod
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs root
+# ---------------------------------------------------------------------------------------------
+def default_runs_root() -> Path:
+    env = os.environ.get("ARCHSCOPE_RUNS")
+    return Path(env).expanduser() if env else REPO / "checkpoints"
+
+
+def runs_root() -> Path:
+    """The folder of runs this session looks at (sidebar field, else $ARCHSCOPE_RUNS, else checkpoints/)."""
+    value = st.session_state.get(ROOT_KEY)
+    return Path(value).expanduser() if value else default_runs_root()
+
+
+def sidebar_runs_root() -> Path:
+    """The sidebar field choosing the runs folder (shown on every page)."""
+    if ROOT_KEY not in st.session_state:
+        st.session_state[ROOT_KEY] = str(default_runs_root())
+    st.sidebar.text_input("Runs folder", key=ROOT_KEY,
+                          help="A folder holding one sub-folder per run. Default: $ARCHSCOPE_RUNS or <repo>/checkpoints.")
+    root = runs_root()
+    if not root.exists():
+        st.sidebar.warning(f"`{root}` does not exist yet; it will be created when a run is trained or imported.")
+    elif not root.is_dir():
+        st.sidebar.error(f"`{root}` is a file, not a folder. Enter a folder path.")
+    return root
+
+
+def mtime_of(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def run_signature(run: RunFolder) -> tuple:
+    """Changes whenever a file the dashboard reads changes."""
+    return (str(run.path), mtime_of(run.config_path), mtime_of(run.status_path), mtime_of(run.metrics_path),
+            mtime_of(run.eval_path), mtime_of(run.best_weights_path))
+
+
+def root_signature(root: Path) -> tuple:
+    return tuple(run_signature(r) for r in list_runs(root))
+
+
+# ---------------------------------------------------------------------------------------------
+# Cached tables
+# ---------------------------------------------------------------------------------------------
+def _architecture_key(cfg: dict) -> str:
+    """Only what decides params and MACs, so runs differing in seed or optimiser share one count."""
+    run = cfg.get("run") if isinstance(cfg.get("run"), dict) else {}
+    return json.dumps({"model": cfg.get("model"), "model_options": cfg.get("model_options") or {},
+                       "image_size": cfg.get("image_size"),
+                       "run": {k: run.get(k) for k in ("in_channels", "num_classes", "image_size")}},
+                      sort_keys=True, default=str)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def model_cost(config_json: str) -> dict:
+    """Params and MACs of a run's architecture (untrained model built from config.json; no weights read)."""
+    try:
+        cfg = json.loads(config_json)
+        run = cfg.get("run") or {}
+        from core.analysis.complexity import model_complexity
+
+        size = run.get("image_size") or cfg.get("image_size")
+        if isinstance(size, (list, tuple)):
+            size = size[0]
+        rep = model_complexity(cfg["model"], (int(run["in_channels"]), int(size), int(size)), int(run["num_classes"]),
+                               dict(cfg.get("model_options") or {}), cross_check=False)
+        return {"params": int(rep.params_total), "macs": int(rep.macs)}
+    except Exception:  # noqa: BLE001 - a cost we cannot compute is shown as empty, not as a crash
+        return {}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _summaries(signature: tuple) -> tuple[list[dict], list[dict | None]]:
+    rows, configs = [], []
+    for sig in signature:
+        run = RunFolder(sig[0])
+        cfg = run.read_config()
+        cost = model_cost(_architecture_key(cfg)) if cfg else {}
+        rows.append(compare.run_summary(run, cost=cost))
+        configs.append(cfg)
+    return rows, configs
+
+
+def summaries(root: Path | None = None) -> tuple[list[dict], list[dict | None]]:
+    """(run_summary rows, configs) for every run under the root, cached by file mtimes."""
+    root = root or runs_root()
+    return _summaries(root_signature(root))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _metrics(path: str, mtime: float) -> list[dict]:
+    return RunFolder(path).read_metrics()
+
+
+def metrics_of(run: RunFolder) -> list[dict]:
+    return _metrics(str(run.path), mtime_of(run.metrics_path))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _eval(path: str, mtime: float) -> dict | None:
+    return RunFolder(path).read_eval()
+
+
+def eval_of(run: RunFolder) -> dict | None:
+    return _eval(str(run.path), mtime_of(run.eval_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Run picker
+# ---------------------------------------------------------------------------------------------
+def available_runs(need: str | None = None) -> list[RunFolder]:
+    """Runs under the root; need='weights' keeps those with model.safetensors, 'eval' those with eval.json."""
+    runs = list_runs(runs_root())
+    if need == "weights":
+        runs = [r for r in runs if r.best_weights_path.exists()]
+    elif need == "eval":
+        runs = [r for r in runs if r.eval_path.exists()]
+    return runs
+
+
+def run_label(run: RunFolder) -> str:
+    cfg = run.read_config() or {}
+    bits = [cfg.get("model"), cfg.get("dataset"), cfg.get("channels")]
+    extra = " · ".join(str(b) for b in bits if b)
+    return f"{run.run_id} ({extra})" if extra else run.run_id
+
+
+def pick_runs(key: str, need: str | None = None, default_n: int = 2, label: str = "Runs") -> list[RunFolder]:
+    """Multiselect of runs. Shows what to do when there are none (returns [])."""
+    runs = available_runs(need)
+    if not runs:
+        all_runs = list_runs(runs_root())
+        if all_runs and need:
+            what = {"weights": "saved weights (model.safetensors)", "eval": "an evaluation (eval.json)"}[need]
+            st.info(f"None of the {len(all_runs)} run(s) in `{runs_root()}` has {what} yet. "
+                    "Wait for a training to finish its first epoch, or train one on the Train page.")
+        else:
+            st.info(FIRST_RUN_HELP)
+        return []
+    by_id = {r.run_id: r for r in runs}
+    default = [r.run_id for r in runs[:default_n]]
+    chosen = st.multiselect(label, list(by_id), default=default, key=key,
+                            format_func=lambda rid: run_label(by_id[rid]))
+    return [by_id[rid] for rid in chosen if rid in by_id]
