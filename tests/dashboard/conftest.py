@@ -30,12 +30,7 @@ COMMON = ["--dataset", "shapes", "--image-size", "32", "--max-train-samples", "2
 
 @pytest.fixture(scope="session")
 def fixture_runs():
-    """A runs root holding the trained fixture runs (skips only when the trainer is not importable)."""
-    try:
-        import core.train  # noqa: F401
-        import core.training.trainer  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"the trainer is not importable yet ({exc}); dashboard tests need real runs")
+    """A runs root holding the trained fixture runs (a failed training fails the tests, never skips them)."""
     # Our own temp folder, not tmp_path_factory's: pytest prunes old basetemp folders of the same
     # user, and a parallel pytest session could delete the runs while we read them.
     root = Path(tempfile.mkdtemp(prefix="archscope-fixture-runs-"))
