@@ -100,7 +100,8 @@ def evaluate_run(run_dir: str | Path, *, which: str | int = "best", device: str 
     )
     normalize = (run["normalize_mean"], run["normalize_std"]) if run.get("normalize_mean") else None
     classes = list(run.get("classes") or data.info.classes)
-    greyscale = int(run.get("source_channels", data.test.images.shape[1])) == 1
+    source_channels = int(run.get("source_channels", data.test.images.shape[1]))
+    greyscale = source_channels == 1
     headline = run.get("eval_channels") or (
         ("L" if greyscale else "RGB") if config.channels == "random" else config.channels)
 
@@ -117,7 +118,9 @@ def evaluate_run(run_dir: str | Path, *, which: str | int = "best", device: str 
     untested: dict[str, str] = {}
     spec = get_spec(config.model)
     fixed_drop = config.channel_strategy == "drop" and not spec.variable_input
-    for combo in (("L",) if greyscale else CHANNEL_COMBOS):
+    from core.data import combos_for
+
+    for combo in combos_for(source_channels):      # RGB..B, or L (grayscale), or ALL (e.g. 6-channel pairs)
         if combo == headline:
             tested[combo] = main["accuracy"]
         elif fixed_drop and len(combo) != int(run["in_channels"]):

@@ -37,7 +37,14 @@ class Predictor:
         self.device = torch.device(device)
         self.classes = list(self.run["classes"])
         self.image_size = int(self.run["image_size"])
-        self.greyscale = int(self.run.get("source_channels", 3)) == 1
+        source_channels = int(self.run.get("source_channels", 3))
+        if source_channels not in (1, 3):
+            from core.training.checkpoint import CheckpointError
+
+            raise CheckpointError(f"{self.run_dir}: this model reads {source_channels}-channel inputs "
+                                  f"({self.config.dataset}, e.g. stacked image pairs), not single images: "
+                                  f"evaluate it with python -m core.evaluate instead")
+        self.greyscale = source_channels == 1
         self.channels = self.run.get("eval_channels") or (
             ("L" if self.greyscale else "RGB") if self.config.channels == "random" else self.config.channels)
         mean, std = self.run.get("normalize_mean"), self.run.get("normalize_std")

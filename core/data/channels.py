@@ -19,6 +19,10 @@ Strategies (x is the batch the model would see, after normalisation):
 
 Fills are applied to the model's input (after normalisation), so "zero" means exactly 0 at the
 model's first layer, as the seed describes.
+
+``ALL``: every source channel, passed through unchanged, whatever the strategy. The one combination of
+sources that are neither grayscale nor RGB (``transform-pairs``: two RGB images stacked, 6 channels),
+and accepted by any source.
 """
 
 from __future__ import annotations
@@ -29,12 +33,15 @@ from core.data.base import DataError
 
 CHANNEL_COMBOS: tuple[str, ...] = ("RGB", "RG", "RB", "GB", "R", "G", "B")
 GRAYSCALE_COMBO = "L"
+ALL_COMBO = "ALL"                  # passthrough: every source channel as it is (e.g. 6-channel image pairs)
 STRATEGIES: tuple[str, ...] = ("drop", "zero-fill", "mean-fill", "sigmoid-fill")
 _INDEX = {"R": 0, "G": 1, "B": 2}
 
 
 def combos_for(channels: int) -> tuple[str, ...]:
-    """The combinations a source with ``channels`` (1 or 3) supports."""
+    """The combinations a source with ``channels`` (1 or 3; any other count: only ``ALL``) supports."""
+    if channels not in (1, 3):
+        return (ALL_COMBO,)
     return (GRAYSCALE_COMBO,) if channels == 1 else CHANNEL_COMBOS
 
 
@@ -42,6 +49,11 @@ def check_combo(combo: str, strategy: str = "drop", source_channels: int | None 
     """Raise DataError naming the bad value when ``combo``/``strategy`` are unknown or don't fit the source."""
     if strategy not in STRATEGIES:
         raise DataError(f"unknown channel strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    if combo == ALL_COMBO:
+        return
+    if source_channels is not None and source_channels not in (1, 3):
+        raise DataError(f"this source has {source_channels} channels (not a grayscale or RGB image): "
+                        f"use channels {ALL_COMBO!r}, got {combo!r}")
     if combo != GRAYSCALE_COMBO and combo not in CHANNEL_COMBOS:
         raise DataError(f"unknown channel combination {combo!r}: expected one of "
                         f"{', '.join(CHANNEL_COMBOS)} (or L for grayscale sources)")
@@ -51,30 +63,38 @@ def check_combo(combo: str, strategy: str = "drop", source_channels: int | None 
         raise DataError("channel combination 'L' is for grayscale sources; this source has 3 channels")
 
 
-def channel_count(combo: str, strategy: str = "drop") -> int:
+def channel_count(combo: str, strategy: str = "drop", source_channels: int | None = None) -> int:
     """Channels the model receives: ``drop`` -> len(combo); the fills -> 3; ``L`` -> 1 whatever the strategy
-    (a grayscale source has no missing colour channel to fill)."""
+    (a grayscale source has no missing colour channel to fill); ``ALL`` -> ``source_channels`` (required)."""
     check_combo(combo, strategy)
+    if combo == ALL_COMBO:
+        if source_channels is None:
+            raise DataError("channel_count('ALL') needs source_channels (ALL passes every source channel through)")
+        return int(source_channels)
     if combo == GRAYSCALE_COMBO:
         return 1
     return len(combo) if strategy == "drop" else 3
 
 
 def combo_indices(combo: str) -> list[int]:
-    """Source channel indices of a combination, e.g. "GB" -> [1, 2]."""
+    """Source channel indices of a combination, e.g. "GB" -> [1, 2]. Not defined for ``ALL``."""
     check_combo(combo)
+    if combo == ALL_COMBO:
+        raise DataError("combo_indices: 'ALL' has no fixed indices (it is every source channel)")
     return [0] if combo == GRAYSCALE_COMBO else [_INDEX[c] for c in combo]
 
 
 def select_channels(x: torch.Tensor, combo: str, strategy: str = "drop") -> torch.Tensor:
     """Present ``combo`` of a batch with ``strategy``.
 
-    x: float [B, 3, H, W] (or [B, 1, H, W] with combo "L", returned as is).
+    x: float [B, 3, H, W] (or [B, 1, H, W] with combo "L", or [B, C, H, W] with "ALL": both returned as is).
     Returns [B, channel_count(combo, strategy), H, W], same dtype and device.
     """
     check_combo(combo, strategy)
     if x.dim() != 4:
         raise DataError(f"select_channels expects [B, C, H, W], got shape {tuple(x.shape)}")
+    if combo == ALL_COMBO:
+        return x
     if combo == GRAYSCALE_COMBO:
         if x.shape[1] != 1:
             raise DataError(f"combination 'L' expects 1-channel input, got {x.shape[1]} channels")

@@ -11,7 +11,7 @@ import torch
 
 from core.data.augment import AugmentConfig, augment_resample, augment_shifts
 from core.data.base import DataError, TensorSplit, stable_key
-from core.data.channels import CHANNEL_COMBOS, GRAYSCALE_COMBO, check_combo, select_channels
+from core.data.channels import check_combo, combos_for, select_channels
 from core.data.preprocess import standardize_per_image as _standardize
 
 
@@ -28,7 +28,8 @@ class BatchLoader:
 
     channels: a combination ("RGB", "RG", ..., "L" for 1-channel sources) or "random": one
     combination per batch drawn uniformly from ``random_combos`` (default: all 7), so a
-    variable-input model sees every combination. ``last_combo`` holds the one just used.
+    variable-input model sees every combination. "ALL" passes every source channel through (the one
+    combination of sources with another channel count, e.g. 6-channel image pairs). ``last_combo`` holds the one just used.
 
     Determinism: the shuffle depends on (seed, epoch) only, identical on every rank; augmentation
     and random combinations on (seed, epoch, rank). Call ``set_epoch(e)`` before each epoch.
@@ -53,7 +54,7 @@ class BatchLoader:
         self.device = torch.device(device)
         self.source_channels = int(split.images.shape[1])
         if channels == "random":
-            combos = tuple(random_combos or (CHANNEL_COMBOS if self.source_channels == 3 else (GRAYSCALE_COMBO,)))
+            combos = tuple(random_combos or combos_for(self.source_channels))
             for c in combos:
                 check_combo(c, strategy, self.source_channels)
             self.random_combos = combos

@@ -165,6 +165,7 @@ def cnn2(num_classes: int, in_channels: int = 3, widths: Sequence[int] | None = 
     "cnn3",
     "3 blocks Conv-BN-ReLU-MaxPool (32, 64, 128) + global pool + FC",
     source="seed 001 task 1 baseline (3-layer CNN)",
+    in_channels=(1, 2, 3, 6),   # 6: an image pair stacked (transform-pairs, seed 002 question 3)
     options=_PLAIN_OPTIONS,
 )
 def cnn3(num_classes: int, in_channels: int = 3, widths: Sequence[int] | None = None,
@@ -176,6 +177,7 @@ def cnn3(num_classes: int, in_channels: int = 3, widths: Sequence[int] | None = 
     "cnn4",
     "4 blocks Conv-BN-ReLU-MaxPool (32, 64, 128, 256) + global pool + FC",
     source="seeds 000/001 task II (plain 4-layer CNN to compare with ResNet-34)",
+    in_channels=(1, 2, 3, 6),   # 6: an image pair stacked (transform-pairs, seed 002 question 3)
     options=_PLAIN_OPTIONS,
 )
 def cnn4(num_classes: int, in_channels: int = 3, widths: Sequence[int] | None = None,

@@ -176,9 +176,9 @@ class TrainConfig:
             p.append(f"model must be a name, got {self.model!r}")
         if not isinstance(self.dataset, str) or not self.dataset:
             p.append(f"dataset must be a name, got {self.dataset!r}")
-        if self.channels is not None and self.channels not in COLOUR_COMBOS + ("random", "L"):
+        if self.channels is not None and self.channels not in COLOUR_COMBOS + ("random", "L", "ALL"):
             p.append(
-                f"channels must be one of {', '.join(COLOUR_COMBOS)}, random or L; got {self.channels!r}"
+                f"channels must be one of {', '.join(COLOUR_COMBOS)}, random, L or ALL; got {self.channels!r}"
             )
         return p
 
@@ -223,7 +223,12 @@ class TrainConfig:
         if info is not None:
             source_channels = _channel_count_of(info)
             if resolved.channels is None:
-                resolved.channels = "L" if source_channels == 1 else "RGB"
+                resolved.channels = {1: "L", 3: "RGB"}.get(source_channels, "ALL")
+            if source_channels not in (1, 3) and resolved.channels != "ALL":
+                problems.append(
+                    f"dataset {self.dataset!r} has {source_channels} channels (not a grayscale or RGB image, "
+                    f"e.g. stacked image pairs): channels must be 'ALL', got {resolved.channels!r}"
+                )
             if source_channels == 1 and resolved.channels != "L":
                 problems.append(
                     f"dataset {self.dataset!r} is greyscale (1 channel): channels must be 'L', "
@@ -237,7 +242,8 @@ class TrainConfig:
                 problems.append(f"model {self.model!r} has no option(s) {', '.join(map(repr, unknown))}; "
                                 f"its options: {', '.join(sorted(spec.options))}")
         if spec is not None and resolved.channels is not None and not problems:
-            in_ch = input_channels(resolved.channels, resolved.channel_strategy, spec.variable_input)
+            in_ch = input_channels(resolved.channels, resolved.channel_strategy, spec.variable_input,
+                                   source_channels)
             if resolved.channels == "random" and resolved.channel_strategy == "drop" and not spec.variable_input:
                 problems.append(
                     f"model {self.model!r} has a fixed number of input channels, so channels='random' with "
@@ -269,11 +275,14 @@ def _channel_count_of(info: Any) -> int:
     return int(ch)
 
 
-def input_channels(channels: str, strategy: str, variable_input: bool) -> int:
-    """Channels the model is built with: 1 for L; 3 for fills, for random, and for variable-input
-    models (built once for the most channels they will see); else the combination's length."""
+def input_channels(channels: str, strategy: str, variable_input: bool, source_channels: int = 3) -> int:
+    """Channels the model is built with: 1 for L; the source's count for ALL (passthrough); 3 for fills,
+    for random, and for variable-input models (built once for the most channels they will see); else
+    the combination's length."""
     if channels == "L":
         return 1
+    if channels == "ALL":
+        return int(source_channels)
     if strategy != "drop" or channels == "random" or variable_input:
         return 3
     return len(channels)

@@ -55,8 +55,10 @@ if registry is not None and complexity is not None:
         name = st.selectbox("Model", list(specs), index=list(specs).index("cnn2") if "cnn2" in specs else 0,
                             key="arch_model")
         c1, c2, c3 = st.columns(3)
-        in_ch = c1.selectbox("Input channels", list(specs[name].in_channels), index=len(specs[name].in_channels) - 1,
-                             key="arch_c")
+        channel_choices = list(specs[name].in_channels)
+        # Colour input is the usual case; 6 channels (image pairs) exists only for cnn3/cnn4.
+        in_ch = c1.selectbox("Input channels", channel_choices,
+                             index=channel_choices.index(3) if 3 in channel_choices else 0, key="arch_c")
         size = c2.number_input("Image size (px)", min_value=8, max_value=512, value=32, step=4, key="arch_size")
         classes = c3.number_input("Classes", min_value=1, max_value=10000, value=10, key="arch_classes")
         shape = (int(in_ch), int(size), int(size))

@@ -1,0 +1,538 @@
+"""``python -m core.suite NAME``: train a suite of runs (a JSON file of TrainConfigs), skipping what is done.
+
+    python -m core.suite seeds --dry-run                 # the plan: what would run, estimated minutes
+    python -m core.suite seeds                           # train what is missing, resume what was killed
+    python -m core.suite seeds --only 'chan-*,metric-*'  # a subset (fnmatch on run id or group)
+    python -m core.suite seeds --device cuda --epochs-scale 4 --runs-root runs/gpu
+
+A suite file (core/suites/NAME.json, or any path) holds ``name``, ``description``, ``defaults``
+(TrainConfig fields shared by every run), ``speeds`` (measured training/evaluation images per
+second per model, for the time estimates) and ``runs``: a list of {id, group, note, config,
+speed?}; each run's config is ``defaults`` updated by its ``config``.
+
+What happens to each run (folder ``<runs-root>/<id>``), decided from the folder alone:
+
+    skip      status done and eval.json present
+    evaluate  status done, weights present, eval.json missing -> core.evaluate
+    resume    a run that stopped (killed, cancelled, failed) after writing its config -> trainer resume
+              (continues after the last completed epoch, or from epoch 1 when none completed)
+    train     no folder, or a folder without config.json (stopped before training started)
+    busy      another live process holds train.lock -> left alone
+
+Runs go one after another, each in its own ``python -m core.train`` process by default (a crash or
+a leak stays in that process; Ctrl-C stops the run as 'cancelled', and the next suite call resumes
+it), or in this process with ``--in-process``. At the end a table is printed and
+``<runs-root>/suite-NAME.json`` records, per run, the action, state, test accuracy and wall time.
+Exit status: 0 every run done, 1 some run failed, 2 a bad suite file or arguments, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import core.data.pairs  # noqa: F401 - registers the transform-pairs source (the seeds suite trains on it)
+from core.training.config import ConfigError, TrainConfig
+
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+SUITE_KEYS = {"name", "description", "defaults", "speeds", "runs", "calibration"}
+RUN_KEYS = {"id", "group", "note", "config", "speed"}
+OVERHEAD_S = 10.0            # process start, imports, data load, writing: measured 6-12 s per run here
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be used; the message names the file and the run."""
+
+
+@dataclass
+class SuiteRun:
+    run_id: str
+    group: str
+    note: str
+    config: TrainConfig            # defaults + the run's config, epochs already scaled
+    base_epochs: int               # epochs in the file, before --epochs-scale
+    speed: dict = field(default_factory=dict)   # {"train": images/s, "eval": images/s}
+    problem: str = ""              # why the config is invalid (only with load_suite(strict=False))
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    path: Path
+    runs: list[SuiteRun]
+    calibration: str = ""
+
+
+# ==== loading ================================================================================
+def find_suite_file(name: str | os.PathLike) -> Path:
+    """A path to an existing file, or core/suites/NAME.json (.yaml/.yml when PyYAML is installed)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    for ext in (".json", ".yaml", ".yml"):
+        candidate = SUITES_DIR / f"{name}{ext}"
+        if candidate.is_file():
+            return candidate
+    known = sorted(f.stem for f in SUITES_DIR.glob("*.json")) if SUITES_DIR.is_dir() else []
+    raise SuiteError(f"suite {str(name)!r} not found: not a file, and not one of {', '.join(known) or '(none)'} "
+                     f"in {SUITES_DIR}")
+
+
+def _parse(path: Path) -> dict:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise SuiteError(f"{path}: a YAML suite needs PyYAML (pip install pyyaml), or write it as JSON") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SuiteError(f"{path}: not valid YAML ({exc})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SuiteError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise SuiteError(f"{path}: expected an object with 'runs', got {type(data).__name__}")
+    return data
+
+
+def scaled_epochs(epochs: int, scale: float) -> int:
+    """``epochs * scale`` rounded, at least 1."""
+    return max(1, int(round(epochs * scale)))
+
+
+def load_suite(name_or_path: str | os.PathLike, *, epochs_scale: float = 1.0, device: str | None = None,
+               validate: bool = False, strict: bool = True) -> Suite:
+    """Read and check a suite file. ``epochs_scale`` multiplies every run's epochs; ``device``
+    overrides every run's device. With ``validate`` every config is also checked against the model
+    and data registries (TrainConfig.validate). Raises SuiteError listing every problem found;
+    with ``strict=False`` a run whose config is invalid is kept with its ``problem`` set (the suite
+    runs the others and reports it) and only problems of the file itself raise."""
+    if not (isinstance(epochs_scale, (int, float)) and epochs_scale > 0):
+        raise SuiteError(f"--epochs-scale must be > 0, got {epochs_scale!r}")
+    path = find_suite_file(name_or_path)
+    data = _parse(path)
+    problems: list[str] = []
+    unknown = sorted(set(data) - SUITE_KEYS)
+    if unknown:
+        problems.append(f"unknown top-level key(s) {unknown}; known: {sorted(SUITE_KEYS)}")
+    defaults = data.get("defaults") or {}
+    speeds = data.get("speeds") or {}
+    raw_runs = data.get("runs")
+    if not isinstance(defaults, dict):
+        problems.append("'defaults' must be an object of TrainConfig fields")
+        defaults = {}
+    if not isinstance(raw_runs, list) or not raw_runs:
+        raise SuiteError(f"{path}: 'runs' must be a non-empty list")
+    runs: list[SuiteRun] = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw_runs):
+        where = f"run #{i + 1}"
+        if not isinstance(item, dict):
+            problems.append(f"{where}: expected an object, got {type(item).__name__}")
+            continue
+        run_id = item.get("id")
+        if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
+            problems.append(f"{where}: 'id' must be a folder name of letters, digits, '.', '_' or '-', got {run_id!r}")
+            continue
+        where = f"run {run_id!r}"
+        if run_id in seen:
+            problems.append(f"{where}: id used twice")
+        seen.add(run_id)
+        extra = sorted(set(item) - RUN_KEYS)
+        if extra:
+            problems.append(f"{where}: unknown key(s) {extra}; known: {sorted(RUN_KEYS)}")
+        cfg = item.get("config") or {}
+        if not isinstance(cfg, dict):
+            problems.append(f"{where}: 'config' must be an object")
+            continue
+        merged = {**defaults, **cfg}
+        speed = item.get("speed") or speeds.get(merged.get("model")) or {}
+        try:
+            config = TrainConfig.from_dict(merged, source=f"{path}: {where}")
+            static = config.static_problems()
+            if static:
+                raise ConfigError("; ".join(static))
+            base_epochs = config.epochs
+            changes = {"epochs": scaled_epochs(base_epochs, epochs_scale)}
+            if device:
+                changes["device"] = device
+            config = config.replace(**changes)
+            if validate:
+                config.validate()
+        except ConfigError as exc:
+            if strict:
+                problems.append(f"{where}: {exc}")
+            else:
+                try:   # keep what can be shown (model, dataset) for the tables
+                    shown = TrainConfig.from_dict({k: v for k, v in merged.items() if k in TrainConfig.field_names()})
+                except (ConfigError, TypeError):
+                    shown = TrainConfig()
+                base_epochs = shown.epochs
+                if isinstance(shown.epochs, int):
+                    shown.epochs = scaled_epochs(shown.epochs, epochs_scale)
+                shown.device = device or shown.device
+                runs.append(SuiteRun(run_id, str(item.get("group", "")), str(item.get("note", "")), shown,
+                                     base_epochs, dict(speed), problem=" ".join(str(exc).split())))
+            continue
+        runs.append(SuiteRun(run_id, str(item.get("group", "")), str(item.get("note", "")), config,
+                             base_epochs, dict(speed)))
+    if problems:
+        raise SuiteError(f"{path}: " + ("\n  - ".join([""] + problems) if len(problems) > 1 else problems[0]))
+    return Suite(str(data.get("name") or path.stem), str(data.get("description", "")), path, runs,
+                 str(data.get("calibration", "")))
+
+
+def select_runs(runs: list[SuiteRun], only: str | None) -> list[SuiteRun]:
+    """Runs whose id or group matches one of the comma-separated fnmatch patterns in ``only``."""
+    if not only:
+        return list(runs)
+    patterns = [p.strip() for p in only.split(",") if p.strip()]
+    return [r for r in runs if any(fnmatch.fnmatchcase(r.run_id, p) or fnmatch.fnmatchcase(r.group, p)
+                                   for p in patterns)]
+
+
+# ==== what to do with a folder ===============================================================
+def plan_action(run_dir: str | os.PathLike) -> tuple[str, str]:
+    """(action, why) for a run folder: skip, evaluate, resume, train or busy (see module docstring)."""
+    from core.training.run_folder import RunFolder, pid_alive
+
+    run = RunFolder(run_dir)
+    if not run.path.exists():
+        return "train", "new"
+    owner = run.lock_owner()
+    if owner is not None and owner != os.getpid() and pid_alive(owner):
+        return "busy", f"process {owner} is training into it"
+    status = run.read_status()
+    state = status.get("state")
+    if state == "done":
+        if run.eval_path.exists() and run.read_eval() is not None:
+            return "skip", "done"
+        if run.best_weights_path.exists():
+            return "evaluate", "done, eval.json missing"
+        if run.resume_state_path.exists():
+            return "resume", "done but model.safetensors missing"
+        return "train", "done but no weights: retrained"
+    if not run.config_path.exists():
+        return "train", f"{state or 'empty'} folder without config.json"
+    done_epochs = len(run.read_metrics())
+    return "resume", f"{state}, {done_epochs} epoch(s) completed"
+
+
+def _stored_config_drift(run_dir: Path, config: TrainConfig) -> str:
+    """Fields (besides device/threads/bookkeeping) where the folder's config.json differs from the suite's."""
+    try:
+        stored = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return ""
+    ignore = {"device", "num_threads", "log_every", "tensorboard", "compile", "channels", "run"}
+    want = config.to_dict()
+    diffs = [f"{k} {stored.get(k)!r} (suite: {want[k]!r})" for k in want
+             if k not in ignore and k in stored and stored.get(k) != want[k]]
+    return "; ".join(diffs)
+
+
+# ==== estimates ==============================================================================
+def estimate_seconds(run: SuiteRun) -> float | None:
+    """Wall seconds of a run from its measured speeds: training images / train speed + validation
+    each epoch and the test split (once per channel combination evaluated) / eval speed + overhead.
+    None when the suite file has no speed for the run's model."""
+    tr, ev = run.speed.get("train"), run.speed.get("eval")
+    if not tr or not ev:
+        return None
+    from core.data import describe
+
+    cfg = run.config
+    try:
+        d = describe(cfg.dataset, image_size=cfg.image_size, root=cfg.data_root)
+    except Exception:  # noqa: BLE001 - an estimate must not stop a dry run
+        return None
+    n_train = d["splits"]["train"] if cfg.max_train_samples is None else min(cfg.max_train_samples, d["splits"]["train"])
+    n_val, n_test = d["splits"]["val"], d["splits"]["test"]
+    combos = 1
+    if d["channels"] == 3 and (cfg.channel_strategy != "drop" or cfg.channels == "random" or _variable(cfg.model)):
+        combos = 7
+    # scale: the stored speeds are for the file's image size (or the source's native one)
+    return (n_train * cfg.epochs / tr + n_val * cfg.epochs / ev + n_test * combos / ev + OVERHEAD_S)
+
+
+def _variable(model: str) -> bool:
+    from core.models.registry import get_spec
+
+    try:
+        return get_spec(model).variable_input
+    except KeyError:
+        return False
+
+
+def weights_megabytes(run: SuiteRun) -> float | None:
+    """Size of the run's model.safetensors in fp32 MB (parameters + buffers), from a fresh model."""
+    from core.data import describe
+    from core.models.registry import create_model
+
+    try:
+        cfg = run.config.validate()
+        d = describe(cfg.dataset)
+        ch = cfg.channels
+        if ch == "L":
+            in_ch = 1
+        elif ch == "ALL":
+            in_ch = int(d["channels"])
+        elif cfg.channel_strategy != "drop" or ch == "random" or _variable(cfg.model):
+            in_ch = 3
+        else:
+            in_ch = len(ch)
+        model = create_model(cfg.model, num_classes=int(d["num_classes"]), in_channels=in_ch, **cfg.model_options)
+    except Exception:  # noqa: BLE001 - an estimate must not stop a dry run
+        return None
+    n = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+    return n / 1e6
+
+
+# ==== running ================================================================================
+def _python_env() -> dict:
+    """Environment for a child trainer: this checkout first on PYTHONPATH, so `-m core.train` is ours."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _train_subprocess(run: SuiteRun, run_dir: Path, action: str, quiet: bool) -> int:
+    if action == "resume":
+        cmd = [sys.executable, "-m", "core.train", "--resume", str(run_dir), "--epochs", str(run.config.epochs),
+               "--device", run.config.device]
+        tmp = None
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=f"suite-{run.run_id}-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(run.config.to_dict(), fh)
+        cmd = [sys.executable, "-m", "core.train", "--config", tmp, "--out", str(run_dir)]
+    if quiet:
+        cmd.append("--quiet")
+    try:
+        proc = subprocess.Popen(cmd, env=_python_env())
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            # The child got the same SIGINT (same process group): let it save and mark 'cancelled'.
+            proc.wait()
+            raise
+    finally:
+        if tmp:
+            os.unlink(tmp)
+
+
+def _train_in_process(run: SuiteRun, run_dir: Path, action: str, quiet: bool) -> int:
+    from core.training.trainer import load_config_for_resume, train
+
+    if action == "resume":
+        config = load_config_for_resume(run_dir, epochs=run.config.epochs, device=run.config.device)
+    else:
+        config = run.config
+    status = train(config, run_dir, resume=(action == "resume"), quiet=quiet)
+    state = status.get("state")
+    if state == "cancelled":
+        raise KeyboardInterrupt
+    return 0 if state == "done" else 1
+
+
+def _evaluate(run_dir: Path, device: str, in_process: bool) -> tuple[bool, str]:
+    if in_process:
+        from core.evaluate import evaluate_run
+
+        try:
+            evaluate_run(run_dir, device=device)
+            return True, ""
+        except Exception as exc:  # noqa: BLE001 - reported in the table, the suite goes on
+            return False, f"evaluation failed: {type(exc).__name__}: {exc}"
+    proc = subprocess.run([sys.executable, "-m", "core.evaluate", str(run_dir), "--device", device],
+                          env=_python_env(), capture_output=True, text=True)
+    return proc.returncode == 0, (proc.stderr.strip().splitlines() or [""])[-1]
+
+
+def execute_run(run: SuiteRun, runs_root: Path, *, in_process: bool = False, quiet: bool = True) -> dict:
+    """Bring one run to 'done with eval.json'. Returns a summary row (see run_suite)."""
+    from core.training.run_folder import RunFolder
+
+    run_dir = runs_root / run.run_id
+    action, why = ("invalid", run.problem) if run.problem else plan_action(run_dir)
+    row = {"run_id": run.run_id, "group": run.group, "model": run.config.model, "dataset": run.config.dataset,
+           "channels": run.config.channels or "", "strategy": run.config.channel_strategy,
+           "epochs": run.config.epochs, "action": action, "why": why, "state": None, "test_acc": None,
+           "seconds": 0.0, "estimated_seconds": estimate_seconds(run), "message": ""}
+    drift = _stored_config_drift(run_dir, run.config) if run_dir.exists() else ""
+    if drift:
+        row["message"] = f"folder's config differs: {drift}" + (
+            "; kept (use another --runs-root or delete the folder to retrain)" if action == "skip" else "")
+    start = time.time()
+    if action in ("train", "resume"):
+        trainer = _train_in_process if in_process else _train_subprocess
+        code = trainer(run, run_dir, action, quiet)
+        if code == 2:
+            row["message"] = (row["message"] + "; " if row["message"] else "") + "invalid config (see above)"
+    folder = RunFolder(run_dir)
+    status = folder.read_status()
+    if action not in ("busy", "invalid") and status.get("state") == "done" and folder.read_eval() is None:
+        ok, msg = _evaluate(run_dir, run.config.device, in_process)
+        if not ok:
+            row["message"] = (row["message"] + "; " if row["message"] else "") + msg
+    row["seconds"] = round(time.time() - start, 1)
+    status = folder.read_status()
+    ev = folder.read_eval()
+    row["state"] = "invalid" if run.problem else (status.get("state") if run_dir.exists() else "missing")
+    if row["state"] == "done" and ev is None:
+        row["state"] = "done (no eval)"
+    if ev is not None:
+        row["test_acc"] = ev.get("test_acc")
+    if run.problem:
+        row["message"] = run.problem
+    elif row["state"] not in ("done",) and not row["message"]:
+        row["message"] = str(status.get("message") or "")
+    return row
+
+
+def run_suite(suite: Suite, runs_root: str | os.PathLike, *, only: str | None = None, in_process: bool = False,
+              quiet: bool = True, echo=print) -> list[dict]:
+    """Run the selected runs of ``suite`` one after another; returns one row per run: run_id, group,
+    model, dataset, channels, strategy, epochs, action, why, state, test_acc, seconds,
+    estimated_seconds, message. Writes <runs_root>/suite-<name>.json after every run."""
+    runs_root = Path(runs_root)
+    runs_root.mkdir(parents=True, exist_ok=True)
+    selected = select_runs(suite.runs, only)
+    rows: list[dict] = []
+    for i, run in enumerate(selected, 1):
+        action, why = ("invalid", run.problem) if run.problem else plan_action(runs_root / run.run_id)
+        echo(f"[{i}/{len(selected)}] {run.run_id}: {action} ({why})", flush=True)
+        try:
+            row = execute_run(run, runs_root, in_process=in_process, quiet=quiet)
+        except KeyboardInterrupt:
+            rows.append({"run_id": run.run_id, "group": run.group, "model": run.config.model,
+                         "dataset": run.config.dataset, "epochs": run.config.epochs, "action": action,
+                         "state": "cancelled", "message": "interrupted; run the suite again to resume"})
+            _write_summary(suite, runs_root, rows)
+            raise
+        rows.append(row)
+        acc = "" if row["test_acc"] is None else f", test_acc {row['test_acc']:.4f}"
+        echo(f"    -> {row['state']}{acc} in {row['seconds']:.0f} s" + (f"  [{row['message']}]" if row["message"] else ""),
+             flush=True)
+        _write_summary(suite, runs_root, rows)
+    return rows
+
+
+def _write_summary(suite: Suite, runs_root: Path, rows: list[dict]) -> None:
+    from core.io import atomic_write_json
+
+    atomic_write_json(runs_root / f"suite-{suite.name}.json", {
+        "suite": suite.name, "file": str(suite.path), "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "updated": time.time(), "runs": rows})
+
+
+# ==== tables =================================================================================
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def plan_table(suite: Suite, runs: list[SuiteRun], runs_root: Path, *, with_size: bool = True) -> str:
+    rows, total, total_mb = [], 0.0, 0.0
+    for r in runs:
+        est = estimate_seconds(r)
+        mb = weights_megabytes(r) if with_size else None
+        action, why = ("invalid", r.problem) if r.problem else plan_action(runs_root / r.run_id)
+        total += est or 0.0
+        total_mb += mb or 0.0
+        rows.append([r.run_id, r.group, r.config.model, r.config.dataset,
+                     f"{r.config.channels or 'default'}/{r.config.channel_strategy}", str(r.config.epochs),
+                     str(r.config.max_train_samples or "all"), "?" if est is None else f"{est / 60:.1f}",
+                     "?" if mb is None else f"{mb:.1f}", f"{action} ({why})"])
+    out = format_table(["run id", "group", "model", "dataset", "channels", "epochs", "train n", "est. min",
+                        "MB fp32", "action"], rows)
+    out += f"\n{len(runs)} runs, estimated {total / 60:.0f} min"
+    if with_size:
+        out += f", weights {total_mb:.0f} MB fp32 ({total_mb / 2:.0f} MB fp16)"
+    if suite.calibration:
+        out += f"\nestimates: {suite.calibration}"
+    return out
+
+
+def result_table(rows: list[dict]) -> str:
+    body = []
+    for r in rows:
+        est = r.get("estimated_seconds")
+        body.append([r["run_id"], str(r.get("model", "")), str(r.get("dataset", "")), str(r.get("epochs", "")),
+                     str(r.get("action", "")), str(r.get("state", "")),
+                     "" if r.get("test_acc") is None else f"{r['test_acc']:.4f}",
+                     f"{r.get('seconds', 0) / 60:.1f}", "" if est is None else f"{est / 60:.1f}",
+                     str(r.get("message", ""))[:80]])
+    return format_table(["run id", "model", "dataset", "epochs", "action", "state", "test acc", "min", "est. min",
+                         "note"], body)
+
+
+# ==== CLI ====================================================================================
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core.suite", description=__doc__.split("\n")[0],
+                                epilog=__doc__.split("\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("suite", help="a suite name (core/suites/NAME.json) or a path to a suite file")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                   help="override every run's device (default: each config's, normally auto)")
+    p.add_argument("--epochs-scale", type=float, default=1.0, metavar="F",
+                   help="multiply every run's epochs by F (rounded, at least 1), e.g. 4 on a GPU")
+    p.add_argument("--runs-root", default="checkpoints", help="folder of the run folders (default checkpoints)")
+    p.add_argument("--only", metavar="PATTERN", help="comma-separated fnmatch patterns on run id or group")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and estimates; train nothing")
+    p.add_argument("--in-process", action="store_true", help="train in this process instead of a subprocess per run")
+    p.add_argument("--verbose", action="store_true", help="show each trainer's progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        suite = load_suite(args.suite, epochs_scale=args.epochs_scale, device=args.device, strict=False)
+    except SuiteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    runs = select_runs(suite.runs, args.only)
+    if not runs:
+        print(f"error: --only {args.only!r} matches no run id or group of suite {suite.name!r}", file=sys.stderr)
+        return EXIT_USAGE
+    root = Path(args.runs_root)
+    for r in runs:
+        if r.problem:
+            print(f"warning: run {r.run_id!r} is invalid and will be skipped: {r.problem}", file=sys.stderr)
+    print(f"suite {suite.name} ({suite.path}): {len(runs)} of {len(suite.runs)} runs -> {root}")
+    if args.dry_run:
+        print(plan_table(suite, runs, root))
+        return EXIT_OK
+    start = time.time()
+    try:
+        rows = run_suite(suite, root, only=args.only, in_process=args.in_process, quiet=not args.verbose)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the current run is saved as cancelled; run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print()
+    print(result_table(rows))
+    print(f"{len(rows)} runs in {(time.time() - start) / 60:.1f} min; summary in {root / f'suite-{suite.name}.json'}")
+    return EXIT_OK if all(r["state"] == "done" for r in rows) else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
