@@ -65,7 +65,8 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSON-lines file, skipping a half-written (unparseable) last line and blank lines."""
     rows: list[dict] = []
     try:
-        with open(path, encoding="utf-8") as fh:
+        # errors="replace": a torn multi-byte character or stray bytes spoil one line, not the file.
+        with open(path, encoding="utf-8", errors="replace") as fh:
             lines = fh.read().splitlines()
     except FileNotFoundError:
         return rows

@@ -134,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     except RunLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_LOCKED
+    except OSError as exc:
+        # The folder cannot be created or written (read-only disk, permissions): one clear line.
+        where = args.resume or args.out or "the run folder"
+        print(f"error: cannot write to {where}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     state = status.get("state")
     if state == "done":
         return EXIT_OK

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from core.training.config import ConfigError, TrainConfig
 from core.training.run_folder import RunFolder, RunLockedError, pid_alive
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+_LAUNCH_LOCK = threading.Lock()
 
 
 @dataclass
@@ -53,27 +55,36 @@ def launch_training(config: TrainConfig, run_dir: str | os.PathLike, *, nproc: i
     owns the folder."""
     config.validate()
     run = RunFolder(run_dir)
-    owner = run.lock_owner()
-    if owner and pid_alive(owner):
-        raise RunLockedError(run.path, owner)
-    if run.metrics_path.exists() or run.resume_state_path.exists():
-        raise ConfigError(f"{run.path} already holds a run; continue it with launch_resume() or choose "
-                          f"another folder")
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.write_config(config.to_dict())
-    run.write_status("queued", pid=None, message="starting", started=None, finished=None,
-                     epoch=0, epochs=config.epochs)
-    cmd = [python, "-m", "core.train", "--config", str(run.config_path), "--out", str(run.path), "--quiet"]
-    if nproc > 1:
-        cmd = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "core.train", *cmd[3:]]
-    child_env = dict(os.environ if env is None else env)
-    child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), child_env.get("PYTHONPATH", "")) if p)
-    child_env.setdefault("PYTHONUNBUFFERED", "1")
-    with open(run.path / "train.log", "ab") as log:
-        process = subprocess.Popen(cmd, cwd=str(REPO_ROOT), stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env=child_env, start_new_session=True)
-    run.write_status("queued", pid=process.pid, message="starting")
+    # One launch at a time per server process: concurrent dashboard sessions are threads, and the
+    # check below and the pid written after Popen must not interleave.
+    with _LAUNCH_LOCK:
+        owner = run.lock_owner()
+        if owner and pid_alive(owner):
+            raise RunLockedError(run.path, owner)
+        # A trainer launched a moment ago has not taken train.lock yet, but its pid is in status.json:
+        # without this check a second launch would overwrite config.json under the first trainer.
+        current = run.read_status()
+        pid = current.get("pid")
+        if current.get("state") in ("queued", "running") and pid and pid_alive(int(pid)):
+            raise RunLockedError(run.path, int(pid))
+        if run.metrics_path.exists() or run.resume_state_path.exists():
+            raise ConfigError(f"{run.path} already holds a run; continue it with launch_resume() or choose "
+                              f"another folder")
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(config.to_dict())
+        run.write_status("queued", pid=None, message="starting", started=None, finished=None,
+                         epoch=0, epochs=config.epochs)
+        cmd = [python, "-m", "core.train", "--config", str(run.config_path), "--out", str(run.path), "--quiet"]
+        if nproc > 1:
+            cmd = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                   "-m", "core.train", *cmd[3:]]
+        child_env = dict(os.environ if env is None else env)
+        child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), child_env.get("PYTHONPATH", "")) if p)
+        child_env.setdefault("PYTHONUNBUFFERED", "1")
+        with open(run.path / "train.log", "ab") as log:
+            process = subprocess.Popen(cmd, cwd=str(REPO_ROOT), stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, env=child_env, start_new_session=True)
+        run.write_status("queued", pid=process.pid, message="starting")
     return LaunchedRun(run.path, process)
 
 
@@ -83,6 +94,9 @@ def launch_resume(run_dir: str | os.PathLike, *, epochs: int | None = None, pyth
     owner = run.lock_owner()
     if owner and pid_alive(owner):
         raise RunLockedError(run.path, owner)
+    current = run.read_status()
+    if current.get("state") in ("queued", "running") and current.get("pid") and pid_alive(int(current["pid"])):
+        raise RunLockedError(run.path, int(current["pid"]))
     cmd = [python, "-m", "core.train", "--resume", str(run.path), "--quiet"]
     if epochs:
         cmd += ["--epochs", str(int(epochs))]

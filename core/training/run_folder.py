@@ -56,6 +56,8 @@ def _read_json(path: Path) -> tuple[dict | None, str | None]:
         return None, f"{path.name} is missing"
     except OSError as exc:
         return None, f"{path.name} cannot be read: {exc}"
+    except UnicodeDecodeError as exc:
+        return None, f"{path.name} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r})"
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -63,6 +65,30 @@ def _read_json(path: Path) -> tuple[dict | None, str | None]:
     if not isinstance(obj, dict):
         return None, f"{path.name} does not hold a JSON object"
     return obj, None
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """read_jsonl, but a file with non-UTF-8 bytes (disk corruption, a binary file under that name)
+    keeps its readable lines instead of raising UnicodeDecodeError into the dashboard."""
+    try:
+        return read_jsonl(path)
+    except UnicodeDecodeError:
+        pass
+    except OSError:
+        return []
+    rows = []
+    try:
+        lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            rows.append(obj)
+    return rows
 
 
 @dataclass
@@ -110,10 +136,10 @@ class RunFolder:
         return status
 
     def read_metrics(self) -> list[dict]:
-        return read_jsonl(self.metrics_path)
+        return _read_rows(self.metrics_path)
 
     def read_steps(self) -> list[dict]:
-        return read_jsonl(self.steps_path)
+        return _read_rows(self.steps_path)
 
     def read_eval(self) -> dict | None:
         return _read_json(self.eval_path)[0]

@@ -28,6 +28,7 @@ What it writes is the run folder (core/training/run_folder.py). Guarantees:
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import platform
@@ -318,29 +319,63 @@ def train(
         msg = (f"cancelled ({exc}) during epoch {state['epoch']}; the last completed epoch is kept in "
                f"last.safetensors; continue with --resume {run.path}")
         if main:
-            run.write_status("cancelled", message=msg, finished=time.time())
+            msg += _final_status(run, "cancelled", msg)
             progress.message(msg)
         return {"state": "cancelled", "message": msg}
     except (TrainingFailed, ConfigError, ckpt.CheckpointError) as exc:
+        msg = str(exc)
         if main:
-            run.write_status("failed", message=str(exc), finished=time.time())
-            progress.message(f"failed: {exc}")
-        return {"state": "failed", "message": str(exc)}
+            msg += _final_status(run, "failed", msg)
+            progress.message(f"failed: {msg}")
+        return {"state": "failed", "message": msg}
     except Exception as exc:  # noqa: BLE001 - recorded in status.json; traceback on stderr
         if _is_oom(exc):
             msg = (f"out of memory with batch size {config.batch_size} (epoch {state['epoch']}); "
                    f"try --batch-size {max(1, config.batch_size // 2)} or a smaller --image-size")
+        elif _is_disk_write_error(exc, run):
+            # Read-only folder, full disk, permissions: say which file, and that completed epochs are safe.
+            msg = (f"writing the run folder failed during epoch {state['epoch']}: {exc}; the last completed "
+                   f"epoch is kept (every checkpoint is written to a temp file, then renamed); make "
+                   f"{run.path} writable and continue with --resume {run.path}")
         else:
             msg = f"{type(exc).__name__}: {exc}"
         if main:
-            run.write_status("failed", message=msg, finished=time.time())
-        traceback.print_exc(file=sys.stderr)
+            msg += _final_status(run, "failed", msg)
+        if not _is_disk_write_error(exc, run):
+            traceback.print_exc(file=sys.stderr)
         return {"state": "failed", "message": msg}
     finally:
         _restore_signal_handlers(old_handlers)
         if main:
-            run.release_lock()
+            try:
+                run.release_lock()
+            except OSError:   # read-only folder: the lock is stale once this process exits anyway
+                pass
         shutdown(dist_info)
+
+
+def _is_disk_write_error(exc: BaseException, run: RunFolder) -> bool:
+    """An OSError about the run folder itself (a file in it) or about the disk being read-only/full;
+    not e.g. a missing dataset file, which keeps its own message and traceback."""
+    if not isinstance(exc, OSError):
+        return False
+    if exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+        return True
+    name = exc.filename or ""
+    try:
+        return bool(name) and Path(os.fsdecode(name)).resolve().is_relative_to(run.path.resolve())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _final_status(run: RunFolder, state: str, message: str) -> str:
+    """Write the final status; on a read-only or full disk return a note instead of raising, so the
+    caller still reports ``message`` (a traceback from the handler would hide the real cause)."""
+    try:
+        run.write_status(state, message=message, finished=time.time())
+        return ""
+    except OSError as exc:
+        return f" (and {run.status_path} could not be updated: {exc})"
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -382,7 +417,7 @@ def _train(config: TrainConfig, run: RunFolder, device: torch.device, dist_info:
     source_channels = int(data.train.images.shape[1])
     normalize = compute_normalization(data.train) if config.normalize else None
     spec = get_spec(config.model)
-    in_ch = input_channels(config.channels, config.channel_strategy, spec.variable_input)
+    in_ch = input_channels(config.channels, config.channel_strategy, spec.variable_input, source_channels)
     eval_combo = ("L" if source_channels == 1 else "RGB") if config.channels == "random" else config.channels
 
     shard = math.ceil(len(data.train.labels) / dist_info.world_size)

@@ -29,7 +29,8 @@ ALLOWED_NAMES = {"config.json", "status.json", "metrics.jsonl", "steps.jsonl", "
 EPOCH_WEIGHTS = re.compile(r"^epoch_\d{4,}\.safetensors$")
 SKIPPED_NAMES = {"last_state.pt", "train.lock"}   # resume state is a pickle; a lock is meaningless here
 MAX_TOTAL_BYTES = 2 * 1024 ** 3
-RUN_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+# No leading dot: ".", ".." and hidden names are not run folders (and "." / ".." would be the root itself).
+RUN_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
 
 
 class RunImportError(ValueError):
@@ -112,16 +113,23 @@ def import_run_zip(source: str | Path | BinaryIO, runs_root: str | Path, run_id:
         prefix = prefixes.pop()
         run_id = run_id or prefix or f"imported-{time.strftime('%Y%m%d-%H%M%S')}"
         if not RUN_ID.match(run_id):
-            raise RunImportError(f"run name {run_id!r} may only use letters, digits, '.', '_' and '-'")
+            raise RunImportError(f"run name {run_id!r} may only use letters, digits, '.', '_' and '-' "
+                                 "and may not start with '.'")
         root = Path(runs_root)
         root.mkdir(parents=True, exist_ok=True)
         dest = root / run_id
+        # Belt and braces on top of the name checks: the destination must resolve to a child of root.
+        if dest.resolve().parent != root.resolve():
+            raise RunImportError(f"run name {run_id!r} resolves outside {root}; refusing")
         if dest.exists():
             raise RunImportError(f"{dest} already exists; rename the zip's folder or delete the old run first")
         tmp = Path(tempfile.mkdtemp(prefix=f".import-{run_id}-", dir=root))
         try:
             for info, base in plan:
-                with zf.open(info) as src, open(tmp / base, "wb") as out:
+                target = tmp / base
+                if target.resolve().parent != tmp.resolve():   # base is a bare name; never follow a link out
+                    raise RunImportError(f"entry {info.filename!r} resolves outside the import folder; refusing")
+                with zf.open(info) as src, open(target, "wb") as out:
                     # Copy at most the declared size: a lying header cannot make us write more.
                     remaining = info.file_size
                     while remaining > 0:

@@ -39,3 +39,12 @@ def test_atomic_write_respects_umask_not_mkstemp_0600(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o666 & ~umask
+
+
+def test_read_jsonl_survives_non_utf8_bytes(tmp_path):
+    p = tmp_path / "m.jsonl"
+    append_jsonl(p, {"epoch": 1})
+    with open(p, "ab") as fh:
+        fh.write(b'{"epoch": 2, "note": "\xff\xfe"}\n')
+    append_jsonl(p, {"epoch": 3})
+    assert [r["epoch"] for r in read_jsonl(p)] == [1, 2, 3]
