@@ -8,7 +8,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from core.analysis import compare
-from dashboard.components.runs import eval_of, metrics_of, pick_runs, summaries
+from dashboard.components.runs import eval_of, metrics_of, mtime_of, pick_runs, summaries
 from dashboard.components.tables import show_table
 
 st.title("Compare runs")
@@ -195,3 +195,24 @@ else:
     matrix = compare.channel_robustness_matrix([ev for _, ev in robust])
     st.markdown("**All chosen runs, one row per trained combination** (runs on the same combination averaged)")
     show_table(matrix, key="cmp_robustness")
+
+# ---- report -----------------------------------------------------------------------------------------
+st.subheader("Report to hand in")
+st.caption("One self-contained HTML file (plotly inlined, opens offline): curves, cost table against the "
+           "reference run, confusion matrices and channel-robustness heatmaps of the chosen runs. "
+           "Same as `python -m core.report RUN_DIR ... --out report.html`.")
+report_key = (tuple(str(r.path) for r in chosen), tuple(mtime_of(r.eval_path) for r in chosen), reference)
+if st.button("Build report", key="cmp_build_report"):
+    from core.report import ReportError, build_report_html
+
+    try:
+        with st.spinner("Building the report (counts each model's cost once)..."):
+            st.session_state["cmp_report"] = (report_key, build_report_html(list(report_key[0]), reference=reference))
+    except ReportError as exc:
+        st.error(f"Could not build the report: {exc}")
+built = st.session_state.get("cmp_report")
+if built and built[0] == report_key:
+    st.download_button("Download report.html", built[1], file_name="archscope-report.html", mime="text/html",
+                       key="cmp_report_download")
+elif built:
+    st.info("The chosen runs changed since the report was built: build it again.")

@@ -120,6 +120,15 @@ def test_compare_page_tables(app, runs_env):
     assert not at.error
 
 
+def test_compare_page_builds_the_report(app, runs_env):
+    at = _goto(app, "compare")
+    at.button(key="cmp_build_report").click().run(timeout=300)
+    assert not at.exception and not at.error
+    _, html = at.session_state["cmp_report"]
+    assert "<html" in html.lower() and "cnn2_rg" in html and "deform" in html
+    assert f"test accuracy {_eval(runs_env, 'cnn2_rg')['test_acc']:.4f}" in html
+
+
 def test_predict_page_test_images_and_uploads(app, runs_env):
     at = _goto(app, "predict")
     assert at.multiselect(key="pr_runs").value == ["cnn2_rg", "deform"]
