@@ -8,11 +8,15 @@ parallel through the real CLI (``python -m core.train``) so the folders are exac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
-import tempfile
 import sys
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -66,3 +70,63 @@ def app(runs_env):
     at.run()
     assert not at.exception, at.exception
     return at
+
+
+# ---- helpers shared by the dashboard and security tests ------------------------------------------
+def goto(at, page: str):
+    """Switch an AppTest to dashboard/app_pages/<page>.py, run it, and fail on any exception."""
+    at.switch_page(f"app_pages/{page}.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def table_with(at, column: str):
+    """The first dataframe on the page that has ``column``, as a pandas DataFrame."""
+    for d in at.dataframe:
+        if column in d.value.columns:
+            return d.value
+    raise AssertionError(f"no table with column {column!r}; tables: {[list(d.value.columns) for d in at.dataframe]}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def streamlit_server(runs_root: Path, log_path: Path, timeout: float = 60.0):
+    """A real ``streamlit run dashboard/app.py`` on a free local port, serving ``runs_root``.
+
+    Yields its base URL once ``/_stcore/health`` answers; fails the test with the log's tail when the
+    server exits or does not answer within ``timeout`` s. Terminated (then killed) on exit."""
+    port = free_port()
+    env = dict(os.environ, ARCHSCOPE_RUNS=str(runs_root), PYTHONPATH=str(REPO))
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    log.flush()
+                    pytest.fail(f"streamlit did not start (exit code {proc.poll()}): "
+                                f"{Path(log_path).read_text(errors='replace')[-2000:]}")
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()

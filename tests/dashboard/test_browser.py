@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from core.training.run_folder import RunFolder
-from tests.dashboard.conftest import REPO
+from tests.dashboard.conftest import REPO, streamlit_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -29,12 +25,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
 SHOTS = REPO / "test-output" / "browser"
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,44 +36,19 @@ def server(fixture_runs):
     base = Path(tempfile.mkdtemp(prefix="archscope-browser-"))
     root = base / "runs"
     shutil.copytree(fixture_runs, root)
-    port = _free_port()
-    env = dict(os.environ, ARCHSCOPE_RUNS=str(root), PYTHONPATH=str(REPO))
-    log = open(root.parent / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start within 60 s")
-    if proc.poll() is not None:
-        pytest.fail(f"streamlit exited: {(root.parent / 'streamlit.log').read_text()[-2000:]}")
-    yield url, root
-    proc.terminate()
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    # any training the browser started and that is still running
-    for run in root.iterdir():
-        st = RunFolder(run).read_status() if run.is_dir() else {}
-        if st.get("state") in ("running", "queued") and st.get("pid"):
-            try:
-                os.killpg(int(st["pid"]), 15)
-            except OSError:
-                pass
-    shutil.rmtree(base, ignore_errors=True)
+        with streamlit_server(root, base / "streamlit.log") as url:
+            yield url, root
+    finally:
+        # any training the browser started and that is still running
+        for run in root.iterdir():
+            st = RunFolder(run).read_status() if run.is_dir() else {}
+            if st.get("state") in ("running", "queued") and st.get("pid"):
+                try:
+                    os.killpg(int(st["pid"]), 15)
+                except OSError:
+                    pass
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.training.run_folder import RunFolder
-from tests.dashboard.conftest import APP
-
-
-def _goto(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"app_pages/{page}.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _df_with(at: AppTest, column: str):
-    for d in at.dataframe:
-        if column in d.value.columns:
-            return d.value
-    raise AssertionError(f"no table with column {column!r}; tables: {[list(d.value.columns) for d in at.dataframe]}")
+from tests.dashboard.conftest import APP, goto, table_with
 
 
 def _eval(root: Path, run: str) -> dict:
@@ -40,7 +26,7 @@ def _png(colour=(200, 30, 30), mode="RGB") -> bytes:
 
 
 def test_overview_leaderboard_holds_fixture_numbers(app, runs_env):
-    board = _df_with(app, "test_acc").set_index("run_id")
+    board = table_with(app, "test_acc").set_index("run_id")
     assert set(board.index) == {"cnn2_rg", "deform"}
     for run in ("cnn2_rg", "deform"):
         assert board.loc[run, "test_acc"] == pytest.approx(_eval(runs_env, run)["test_acc"])
@@ -51,7 +37,7 @@ def test_overview_leaderboard_holds_fixture_numbers(app, runs_env):
 
 
 def test_train_page_form_preview_and_runs_table(app, runs_env):
-    at = _goto(app, "train")
+    at = goto(app, "train")
     labels = {w.label for w in at.selectbox}
     assert {"Dataset", "Architecture", "Channel combination", "Strategy for missing channels", "Optimizer"} <= labels
     assert any(b.label == "Launch" for b in at.button)
@@ -60,7 +46,7 @@ def test_train_page_form_preview_and_runs_table(app, runs_env):
     rep = model_complexity("cnn2", (3, 32, 32), 12, {}, cross_check=False)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Parameters"] == f"{rep.params_total:,}" and metrics["MACs / image"] == f"{rep.macs:,}"
-    table = _df_with(at, "state")
+    table = table_with(at, "state")
     assert set(table["run"]) == {"cnn2_rg", "deform"} and set(table["state"]) == {"done"}
     # a user error: bad JSON model options -> st.error, Launch disabled, no exception
     [opts] = [t for t in at.text_input if t.label == "Model options (JSON)"]
@@ -73,7 +59,7 @@ def test_train_page_form_preview_and_runs_table(app, runs_env):
 def test_train_page_imports_a_zipped_run_and_refuses_a_bad_one(app, runs_env, tmp_path):
     import zipfile
 
-    at = _goto(app, "train")
+    at = goto(app, "train")
     src = runs_env / "cnn2_rg"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -97,22 +83,22 @@ def test_train_page_imports_a_zipped_run_and_refuses_a_bad_one(app, runs_env, tm
 
 
 def test_compare_page_tables(app, runs_env):
-    at = _goto(app, "compare")
-    costs = _df_with(at, "acc_pct_of_ref").set_index("run_id")
+    at = goto(app, "compare")
+    costs = table_with(at, "acc_pct_of_ref").set_index("run_id")
     ref = at.selectbox(key="cmp_ref").value
     for run in ("cnn2_rg", "deform"):
         assert costs.loc[run, "test_acc"] == pytest.approx(_eval(runs_env, run)["test_acc"])
     assert costs.loc[ref, "acc_pct_of_ref"] == pytest.approx(100.0)
-    change = _df_with(at, "change")
+    change = table_with(at, "change")
     a, b = at.selectbox(key="cmp_a").value, at.selectbox(key="cmp_b").value
     cm_a = np.array(_eval(runs_env, a)["confusion_matrix"], float)
     cm_b = np.array(_eval(runs_env, b)["confusion_matrix"], float)
     expected = np.diag(cm_a / cm_a.sum(1, keepdims=True).clip(1)) - np.diag(cm_b / cm_b.sum(1, keepdims=True).clip(1))
     assert change["change"].to_numpy() == pytest.approx(expected)
-    robust = _df_with(at, "RGB")
+    robust = table_with(at, "RGB")
     tested = _eval(runs_env, "cnn2_rg")["channel_robustness"]["tested"]
     assert robust.loc["RG", "RG"] == pytest.approx(tested["RG"])
-    per_class = _df_with(at, "f1")
+    per_class = table_with(at, "f1")
     assert set(per_class["run"]) == {"cnn2_rg", "deform"}
     # the normalised/raw toggle
     at.toggle(key="cmp_norm").set_value(False).run()
@@ -121,7 +107,7 @@ def test_compare_page_tables(app, runs_env):
 
 
 def test_compare_page_builds_the_report(app, runs_env):
-    at = _goto(app, "compare")
+    at = goto(app, "compare")
     at.button(key="cmp_build_report").click().run(timeout=300)
     assert not at.exception and not at.error
     _, html = at.session_state["cmp_report"]
@@ -130,7 +116,7 @@ def test_compare_page_builds_the_report(app, runs_env):
 
 
 def test_predict_page_test_images_and_uploads(app, runs_env):
-    at = _goto(app, "predict")
+    at = goto(app, "predict")
     assert at.multiselect(key="pr_runs").value == ["cnn2_rg", "deform"]
     at.file_uploader(key="pr_upload").set_value([
         ("red.png", _png(), "image/png"),
@@ -139,25 +125,25 @@ def test_predict_page_test_images_and_uploads(app, runs_env):
     ]).run()
     assert not at.exception
     assert any("broken.png" in e.value for e in at.error), "a bad file gets a clear st.error"
-    table = _df_with(at, "prob")
+    table = table_with(at, "prob")
     assert set(table["image"]) == {"red.png", "grey.png"} and set(table["run"]) == {"cnn2_rg", "deform"}
     assert (table.groupby(["image", "run"]).size() == 3).all()          # top-3 per image and run
     probs = table[table["rank"] == 1]["prob"]
     assert ((probs > 0) & (probs <= 1)).all()
     at.radio(key="pr_source").set_value("test images").run()
     assert not at.exception and not at.error
-    table = _df_with(at, "correct")
+    table = table_with(at, "correct")
     assert table["true"].notna().all() and len(table) == 4 * 2 * 3
 
 
 def test_explain_page_cams_attention_and_deformable(app, runs_env):
-    at = _goto(app, "explain")
+    at = goto(app, "explain")
     assert not at.error, [e.value for e in at.error]
     captions = [c for im in at.image for c in im.captions]
     cams = [c for c in captions if c.startswith("Grad-CAM for")]
     assert len(cams) == 2, captions
     assert any(c.startswith("spatial attention") for c in captions), "CBAM map of the deform run"
-    pts = _df_with(at, "dy")
+    pts = table_with(at, "dy")
     assert len(pts) == 9       # 3x3 kernel taps of the chosen output location
     for method in ("Grad-CAM++", "Layer-CAM"):
         at.selectbox(key="ex_method").set_value(method).run()
@@ -175,16 +161,16 @@ def test_explain_page_cams_attention_and_deformable(app, runs_env):
 
 
 def test_architecture_page_matches_core_and_calculator(app):
-    at = _goto(app, "architecture")
+    at = goto(app, "architecture")
     from core.analysis.complexity import model_complexity
     from core.analysis.conv_cost import compare_conv_costs
 
     rep = model_complexity("cnn2", (3, 32, 32), 10, {}, cross_check=False)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Parameters"] == f"{rep.params_total:,}" and metrics["MACs"] == f"{rep.macs:,}"
-    layers = _df_with(at, "counted_by")
+    layers = table_with(at, "counted_by")
     assert int(layers["macs"].sum()) == rep.macs
-    calc = _df_with(at, "MACs formula").set_index("layout")
+    calc = table_with(at, "MACs formula").set_index("layout")
     cmp_ = compare_conv_costs(32, 64, 3, 56)
     assert calc.loc["regular", "MACs"] == cmp_.regular.macs
     assert calc.loc["depthwise separable", "MACs"] == cmp_.separable.macs
@@ -204,7 +190,7 @@ def test_every_page_on_an_empty_and_a_broken_runs_folder(tmp_path, monkeypatch):
     at.run()
     assert any("No runs yet" in i.value for i in at.info)
     for page in PAGES[1:]:
-        _goto(at, page)
+        goto(at, page)
     # a broken run (unreadable config, no weights) and a run still training
     (root / "broken").mkdir()
     (root / "broken" / "config.json").write_text("{oops")
@@ -212,10 +198,10 @@ def test_every_page_on_an_empty_and_a_broken_runs_folder(tmp_path, monkeypatch):
     live.write_config({"model": "cnn2", "dataset": "shapes"})
     live.write_status("running", pid=__import__("os").getpid(), epoch=0, epochs=3)
     for page in PAGES:
-        _goto(at, page)
-    _goto(at, "overview")
+        goto(at, page)
+    goto(at, "overview")
     assert any("broken" in w.value for w in at.warning)
-    _goto(at, "predict")
+    goto(at, "predict")
     assert any("saved weights" in i.value for i in at.info)
     # weights that are not safetensors (a pickle in disguise): a clear error, the page keeps working
     fake = RunFolder(root / "fake")
@@ -225,7 +211,7 @@ def test_every_page_on_an_empty_and_a_broken_runs_folder(tmp_path, monkeypatch):
     fake.write_status("done")
     fake.best_weights_path.write_bytes(b"\x80\x04\x95" + b"\x00" * 100)
     for page in ("predict", "explain"):
-        _goto(at, page)
+        goto(at, page)
         assert any("cannot be loaded" in e.value and "fake" in e.value for e in at.error), page
 
 
@@ -236,7 +222,7 @@ def test_missing_runs_folder(tmp_path, monkeypatch):
     assert not at.exception
     assert any("does not exist yet" in w.value for w in at.sidebar.warning)
     for page in PAGES[1:]:
-        _goto(at, page)
+        goto(at, page)
 
 
 def test_explain_kernel_attention_of_a_dynamic_conv_run(app, runs_env):
@@ -255,10 +241,10 @@ def test_explain_kernel_attention_of_a_dynamic_conv_run(app, runs_env):
         (dst / "config.json").write_text(json.dumps(cfg))
         RunFolder(dst).write_status("done")
         save_weights(dst / "model.safetensors", create_model("dyconv_resnet18", num_classes=12, in_channels=3))
-        at = _goto(app, "explain")
+        at = goto(app, "explain")
         at.multiselect(key="ex_runs").set_value(["dyconv"]).run()
         assert not at.exception and not at.error, [e.value for e in at.error]
-        ka = _df_with(at, "kernel")
+        ka = table_with(at, "kernel")
         assert set(ka["combo"]) == {"RGB", "RG", "RB", "GB", "R", "G", "B"}
         sums = ka.groupby(["combo", "layer"])["weight"].sum()
         assert np.allclose(sums, 1.0, atol=1e-5)          # a softmax over the kernels per combination
@@ -269,11 +255,9 @@ def test_explain_kernel_attention_of_a_dynamic_conv_run(app, runs_env):
 
 def test_train_page_cancel_and_resume_buttons(app, runs_env):
     """Cancel signals the trainer's process group; Resume relaunches a stopped run with --resume."""
-    import os
     import shutil
     import subprocess
     import sys
-    import time
 
     stopped, live = runs_env / "stopped", runs_env / "live"
     shutil.copytree(runs_env / "cnn2_rg", stopped)
@@ -282,7 +266,7 @@ def test_train_page_cancel_and_resume_buttons(app, runs_env):
     RunFolder(live).write_config({"model": "cnn2", "dataset": "shapes"})
     RunFolder(live).write_status("running", pid=sleeper.pid, epoch=0, epochs=3)
     try:
-        at = _goto(app, "train")
+        at = goto(app, "train")
         [cancel] = [b for b in at.button if b.key == "tr_cancel_live"]
         cancel.click().run()
         assert not at.exception
@@ -313,10 +297,10 @@ def test_explain_pca_of_a_triplet_run(app, runs_env):
     cfg["loss"] = "ce+triplet"
     (dst / "config.json").write_text(json.dumps(cfg))
     try:
-        at = _goto(app, "explain")
+        at = goto(app, "explain")
         at.multiselect(key="ex_runs").set_value(["triplet"]).run()
         assert not at.exception and not at.error, [e.value for e in at.error]
-        pts = _df_with(at, "pc1")
+        pts = table_with(at, "pc1")
         assert len(pts) == 500 and pts["class"].nunique() > 1
         assert abs(pts["pc1"].mean()) < 1e-6     # PCA points are centred
     finally:

@@ -9,32 +9,20 @@ and a pickle-as-safetensors run on every page, a '../' zip on the Train page
 from __future__ import annotations
 
 import io
-import os
 import re
 import shutil
 import stat
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests.dashboard.conftest import APP, REPO
+from tests.dashboard.conftest import APP, goto, streamlit_server, table_with
 from tests.security.conftest import BAD_RUNS, hostile_uploads, make_hostile_root, odd_but_valid_uploads
 from tests.security.test_run_folders import make_broken_root
-
-
-def _goto(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"app_pages/{page}.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def _app(root: Path, monkeypatch) -> AppTest:
@@ -45,17 +33,10 @@ def _app(root: Path, monkeypatch) -> AppTest:
     return at
 
 
-def _table(at: AppTest, column: str):
-    for d in at.dataframe:
-        if column in d.value.columns:
-            return d.value
-    raise AssertionError(f"no table with {column!r}")
-
-
 def test_predict_page_bad_runs_and_hostile_uploads(tmp_path, monkeypatch):
     marker = tmp_path / "PWNED"
     root = make_hostile_root(tmp_path / "runs", marker)
-    at = _goto(_app(root, monkeypatch), "predict")
+    at = goto(_app(root, monkeypatch), "predict")
     at.multiselect(key="pr_runs").set_value(sorted([*BAD_RUNS, "good"])).run()
     assert not at.exception
     errors = [e.value for e in at.error]
@@ -69,7 +50,7 @@ def test_predict_page_bad_runs_and_hostile_uploads(tmp_path, monkeypatch):
     errors = [e.value for e in at.error]
     for name in hostile_uploads():
         assert any(e.startswith(f"{name}: ") for e in errors), (name, errors)
-    table = _table(at, "prob")
+    table = table_with(at, "prob")
     assert set(table["image"]) == set(odd_but_valid_uploads()) and set(table["run"]) == {"good"}
     assert seconds < 60, seconds
     assert not marker.exists()
@@ -77,7 +58,7 @@ def test_predict_page_bad_runs_and_hostile_uploads(tmp_path, monkeypatch):
 
 def test_explain_page_hostile_upload_then_a_good_one(tmp_path, monkeypatch):
     root = make_hostile_root(tmp_path / "runs", tmp_path / "PWNED")
-    at = _goto(_app(root, monkeypatch), "explain")
+    at = goto(_app(root, monkeypatch), "explain")
     at.multiselect(key="ex_runs").set_value(["good"]).run()
     at.radio(key="ex_source").set_value("upload").run()
     for name, data in hostile_uploads().items():
@@ -92,17 +73,17 @@ def test_explain_page_hostile_upload_then_a_good_one(tmp_path, monkeypatch):
 def test_overview_and_train_pages_on_broken_run_folders(tmp_path, monkeypatch):
     root = make_broken_root(tmp_path / "runs")
     at = _app(root, monkeypatch)
-    board = _table(at, "test_acc").set_index("run_id")
+    board = table_with(at, "test_acc").set_index("run_id")
     assert len(board) == 8 and board.loc["dead_pid", "state"] == "failed"
     warned = " ".join(w.value for w in at.warning)
     for run_id in ("no_status", "garbage_status", "garbage_config", "garbage_eval"):
         assert f"`{run_id}`" in warned, run_id
     assert "`good`" not in warned and "`half_line`" not in warned
-    at = _goto(at, "train")
-    table = _table(at, "state").set_index("run")
+    at = goto(at, "train")
+    table = table_with(at, "state").set_index("run")
     assert len(table) == 8 and table.loc["dead_pid", "state"] == "failed"
     for page in ("compare", "predict", "explain", "architecture"):
-        _goto(at, page)
+        goto(at, page)
 
 
 def _zip(entries) -> bytes:
@@ -119,7 +100,7 @@ def test_train_page_refuses_zip_slip_forms_and_writes_nothing(tmp_path, monkeypa
 
     root = tmp_path / "runs"
     root.mkdir()
-    at = _goto(_app(root, monkeypatch), "train")
+    at = goto(_app(root, monkeypatch), "train")
     link = zipfile.ZipInfo("run/eval.json")
     link.external_attr = (stat.S_IFLNK | 0o777) << 16
     good = [("run/config.json", b'{"model": "cnn2"}'), ("run/model.safetensors", save({"w": torch.zeros(2)}))]
@@ -144,7 +125,7 @@ def test_train_page_refuses_zip_slip_forms_and_writes_nothing(tmp_path, monkeypa
 # ---- the real browser -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def hostile_server():
-    from tests.dashboard.test_browser import CHROMIUM, _free_port
+    from tests.dashboard.test_browser import CHROMIUM
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
@@ -154,32 +135,11 @@ def hostile_server():
     for run in root.iterdir():        # Predict selects the first two runs: one pickle, one good
         if run.name not in ("evil_pickle", "good"):
             shutil.rmtree(run)
-    port = _free_port()
-    env = dict(os.environ, ARCHSCOPE_RUNS=str(root), PYTHONPATH=str(REPO))
-    log = open(base / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not start: {(base / 'streamlit.log').read_text()[-2000:]}")
-    yield url, base
-    proc.terminate()
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    shutil.rmtree(base, ignore_errors=True)
+        with streamlit_server(root, base / "streamlit.log") as url:
+            yield url, base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.browser
