@@ -1,4 +1,5 @@
-"""Classification metrics from a confusion matrix, and the channel-robustness matrix of many runs.
+"""Classification metrics from a confusion matrix (the channel-robustness matrix of many runs is
+core.analysis.compare.channel_robustness_matrix).
 
 Everything is derived from the confusion matrix (rows = true class, columns = predicted class,
 counts), so eval.json can be checked against its own matrix by anyone.
@@ -6,7 +7,7 @@ counts), so eval.json can be checked against its own matrix by anyone.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Sequence
 
 import torch
 
@@ -60,21 +61,3 @@ def classification_report(cm: torch.Tensor | Sequence[Sequence[int]], classes: S
         key: (sum(row[key] for row in per_class) / k if k else 0.0) for key in ("precision", "recall", "f1")
     }
     return {"accuracy": _safe_div(int(tp.sum()), total), "macro": macro, "per_class": per_class, "n": total}
-
-
-def channel_robustness_matrix(
-    rows: Iterable[Mapping],
-    combos: Sequence[str] = CHANNEL_COMBOS,
-) -> dict:
-    """Stack the channel-robustness rows of several runs (trained x tested).
-
-    rows: the ``channel_robustness`` objects of eval.json files ({trained, strategy, tested: {combo: acc|null}}),
-    optionally with a "label" key naming the run. Returns {"rows": [labels], "columns": combos,
-    "values": [[acc or None]]} ready for a heat map (None where a combination was not testable).
-    """
-    labels, values = [], []
-    for row in rows:
-        tested = row.get("tested") or {}
-        labels.append(str(row.get("label") or f"{row.get('trained')} ({row.get('strategy')})"))
-        values.append([tested.get(c) for c in combos])
-    return {"rows": labels, "columns": list(combos), "values": values}

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from core.analysis.metrics import channel_robustness_matrix, classification_report, confusion_matrix
+from core.analysis.metrics import classification_report, confusion_matrix
 
 
 def test_confusion_matrix_and_report_match_hand_computation():
@@ -30,11 +30,3 @@ def test_bad_inputs():
         confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3)
     with pytest.raises(ValueError, match="does not match"):
         classification_report(torch.zeros(2, 2), ["a", "b", "c"])
-
-
-def test_robustness_matrix_rows():
-    rows = [{"trained": "RG", "strategy": "drop", "tested": {"RG": 0.9, "GB": 0.5, "R": None}},
-            {"trained": "random", "strategy": "zero-fill", "tested": {"RGB": 0.8}, "label": "run2"}]
-    m = channel_robustness_matrix(rows)
-    assert m["columns"][0] == "RGB" and m["rows"] == ["RG (drop)", "run2"]
-    assert m["values"][0][:4] == [None, 0.9, None, 0.5] and m["values"][1][0] == 0.8
