@@ -2,6 +2,8 @@
 
     python benchmarks/bench_trainer.py [--model cnn3] [--dataset shapes] [--samples 4096] [--epochs 3]
                                        [--batch-size 128] [--threads 2] [--device cpu|cuda] [--workers 0]
+                                       [--augment none|crop-flip] [--scheduler none|cosine]
+                                       [--seeds 0 1 2 ...] [--json-out F]
 
 - ours: core.training.trainer.train (uint8 dataset tensor on the device, whole-batch pipeline, no
   per-step sync; on CUDA also bf16 autocast + channels_last + cudnn.benchmark).
@@ -9,8 +11,13 @@
   (ToTensor + Normalize with the same statistics), DataLoader(shuffle=True), fp32, ``loss.item()``
   every step. Test accuracy: both with their final weights (ours also reports its best-by-val weights).
 Both start from the same initial weights (same seed), train the same epochs x steps with Adam at
-the same learning rate, and are scored on the same test split. images/s counts training only
+the same learning rate (and the same per-epoch schedule with --scheduler cosine), and are scored on the same test split. images/s counts training only
 (forward + backward + step + data), excluding validation/evaluation. Prints a table and a JSON line.
+
+Accuracy: one training run's final test accuracy moves by a few points with the seed (the shuffle
+order and, with augmentation, the random crops differ between the two loops even at the same seed),
+so "equal within noise" is judged over several seeds: each seed is a paired trial, and the summary
+gives the mean difference ours - plain with its 95% Student-t interval.
 """
 
 from __future__ import annotations
@@ -72,6 +79,8 @@ def plain_loop(args, data, mean, std, device: torch.device) -> dict:
     torch.manual_seed(args.seed)
     model = create_model(args.model, num_classes=data.info.num_classes, in_channels=data.train.images.shape[1]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    # the trainer's "cosine": CosineAnnealingLR over the epochs, stepped once per epoch
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs) if args.scheduler == "cosine" else None
     crit = nn.CrossEntropyLoss()
     seen, train_seconds, last_loss = 0, 0.0, float("nan")
     for _ in range(args.epochs):
@@ -88,6 +97,8 @@ def plain_loop(args, data, mean, std, device: torch.device) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_seconds += time.perf_counter() - start
+        if sched is not None:
+            sched.step()
     model.eval()
     correct = n = 0
     with torch.no_grad():
@@ -102,7 +113,7 @@ def ours(args, device: torch.device) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(model=args.model, dataset=args.dataset, image_size=args.image_size,
                           max_train_samples=args.samples, epochs=args.epochs, batch_size=args.batch_size,
-                          lr=args.lr, seed=args.seed, device=device.type, num_threads=args.threads,
+                          lr=args.lr, scheduler=args.scheduler, seed=args.seed, device=device.type, num_threads=args.threads,
                           log_every=50, eval_at_end=True, compile=args.compile,
                           augment=args.augment if args.augment != "none" else {})
         status = train(cfg, Path(tmp) / "run", quiet=True)
@@ -126,6 +137,29 @@ def ours(args, device: torch.device) -> dict:
             "last_loss": rows[-1]["train_loss"], "threads": threads}
 
 
+def paired_summary(ours_acc: list[float], plain_acc: list[float]) -> dict:
+    """Mean and spread of both accuracies and of their per-seed difference (ours - plain), with a
+    two-sided 95% confidence interval from Student's t: "equal within noise" means it holds 0."""
+    import statistics
+
+    diffs = [a - b for a, b in zip(ours_acc, plain_acc)]
+    n = len(diffs)
+    out = {"n": n, "ours_mean": statistics.fmean(ours_acc), "plain_mean": statistics.fmean(plain_acc),
+           "diff_mean": statistics.fmean(diffs)}
+    if n >= 2:
+        # t quantiles (0.975) for df 1..30; beyond, the normal 1.96 is within 2%
+        t975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+                2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+                2.052, 2.048, 2.045, 2.042]
+        t = t975[n - 2] if n - 1 <= len(t975) else 1.96
+        sd = statistics.stdev(diffs)
+        half = t * sd / n ** 0.5
+        out.update({"ours_sd": statistics.stdev(ours_acc), "plain_sd": statistics.stdev(plain_acc),
+                    "diff_sd": sd, "diff_ci95": [out["diff_mean"] - half, out["diff_mean"] + half],
+                    "equal_within_noise": out["diff_mean"] - half <= 0.0 <= out["diff_mean"] + half})
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="cnn3")
@@ -135,7 +169,11 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds S)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="several seeds, each a paired ours/plain trial (same init, same data); prints the "
+                        "mean accuracy difference with its 95%% interval. One training run's accuracy "
+                        "varies by a few points with the seed, so one seed cannot tell equal from unequal")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for both (default: the trainer's choice, idle cores; plain gets the same)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the plain loop")
@@ -143,29 +181,51 @@ def main() -> None:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--augment", default="none", choices=("none", "crop-flip"),
                    help="same augmentation on both sides (plain: per-sample RandomCrop + RandomHorizontalFlip)")
+    p.add_argument("--scheduler", default="none", choices=("none", "cosine"),
+                   help="learning-rate schedule on both sides; cosine anneals to 0, so the final weights (and "
+                        "the accuracy comparison) are much less noisy than at a constant rate")
+    p.add_argument("--json-out", default=None, help="also write every trial and the summary to this JSON file")
     args = p.parse_args()
+    seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_dataset(args.dataset, image_size=args.image_size, seed=args.seed, max_train_samples=args.samples)
-    mean, std = compute_normalization(data.train)
-    print(f"{args.model} on {args.dataset}: {len(data.train)} train images, {args.epochs} epochs, "
-          f"batch {args.batch_size}, augment {args.augment}, {args.device}",
+    print(f"{args.model} on {args.dataset}: {args.samples} train images max, {args.epochs} epochs, "
+          f"batch {args.batch_size}, augment {args.augment}, scheduler {args.scheduler}, {args.device}, seeds {seeds}", flush=True)
+    print(f"{'seed':>4} {'ours img/s':>11} {'plain img/s':>12} {'speed-up':>9} {'ours acc':>9} {'plain acc':>10}",
           flush=True)
-    # Order: ours first, then plain, so neither profits from a warmer cache of the other's code paths
-    # more than the other (both pay their own first-iteration costs inside the timed region).
-    r_ours = ours(args, device)
-    torch.set_num_threads(r_ours["threads"])   # the plain loop gets exactly the threads ours used
-    r_plain = plain_loop(args, data, mean, std, device)
-    ratio = r_ours["images_per_s"] / r_plain["images_per_s"]
-    print(f"{'':8} {'images/s':>10} {'train s':>8} {'test acc':>9}")
-    for name, r in (("ours", r_ours), ("plain", r_plain)):
-        print(f"{name:8} {r['images_per_s']:10.1f} {r['train_seconds']:8.2f} {r['test_acc']:9.4f}")
-    print(f"threads {r_ours['threads']}, 1-min load average {os.getloadavg()[0]:.1f} (shared machine)")
-    print(f"speed-up ours/plain: {ratio:.2f}x")
-    print(json.dumps({"model": args.model, "dataset": args.dataset, "device": args.device, "augment": args.augment,
-                      "threads": r_ours["threads"], "load_avg_1min": os.getloadavg()[0], "epochs": args.epochs, "batch_size": args.batch_size,
-                      "train_images": len(data.train), "ours": r_ours, "plain": r_plain, "ratio": ratio}))
+    trials = []
+    for seed in seeds:
+        args.seed = seed
+        data = load_dataset(args.dataset, image_size=args.image_size, seed=seed, max_train_samples=args.samples)
+        mean, std = compute_normalization(data.train)
+        # Order: ours first, then plain; both pay their own first-iteration costs inside the timed region.
+        r_ours = ours(args, device)
+        torch.set_num_threads(r_ours["threads"])   # the plain loop gets exactly the threads ours used
+        r_plain = plain_loop(args, data, mean, std, device)
+        ratio = r_ours["images_per_s"] / r_plain["images_per_s"]
+        trials.append({"seed": seed, "ours": r_ours, "plain": r_plain, "ratio": ratio,
+                       "load_avg_1min": os.getloadavg()[0]})
+        print(f"{seed:4d} {r_ours['images_per_s']:11.1f} {r_plain['images_per_s']:12.1f} {ratio:8.2f}x "
+              f"{r_ours['test_acc']:9.4f} {r_plain['test_acc']:10.4f}", flush=True)
+    ratios = sorted(t["ratio"] for t in trials)
+    acc = paired_summary([t["ours"]["test_acc"] for t in trials], [t["plain"]["test_acc"] for t in trials])
+    print(f"threads {trials[-1]['ours']['threads']}, 1-min load average {os.getloadavg()[0]:.1f} (shared machine)")
+    print(f"speed-up ours/plain: median {ratios[len(ratios) // 2]:.2f}x (min {ratios[0]:.2f}x, max {ratios[-1]:.2f}x)")
+    line = f"test accuracy: ours {acc['ours_mean']:.4f}, plain {acc['plain_mean']:.4f}, difference {acc['diff_mean']:+.4f}"
+    if "diff_ci95" in acc:
+        lo, hi = acc["diff_ci95"]
+        line += (f" (95% interval {lo:+.4f} .. {hi:+.4f} over {acc['n']} seeds: "
+                 f"{'equal within noise' if acc['equal_within_noise'] else 'NOT equal within noise'})")
+    else:
+        line += " (one seed: give --seeds S1 S2 ... for an interval)"
+    print(line)
+    summary = {"model": args.model, "dataset": args.dataset, "device": args.device, "augment": args.augment,
+               "scheduler": args.scheduler, "epochs": args.epochs, "batch_size": args.batch_size, "samples": args.samples,
+               "ratio_median": ratios[len(ratios) // 2], "accuracy": acc, "trials": trials}
+    print(json.dumps(summary))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
