@@ -83,18 +83,43 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
+def busy_cores(interval: float = 0.25) -> float | None:
+    """Cores busy right now: non-idle jiffies over ``interval`` s from /proc/stat (Linux; None elsewhere).
+
+    Why not the load average: it decays over a minute, so right after another training ends it
+    still reads ~1 on an idle 2-core machine and a new run would start with half the threads."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)      # idle + iowait
+        return sum(fields[:8]), idle                                   # guest time is inside user
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (os.cpu_count() or 1) * (1.0 - (idle1 - idle0) / (total1 - total0))
+
+
 def default_cpu_threads(world_size: int = 1) -> int:
     """Threads per process: the cores per process, but no more than the cores that are idle now.
 
     Why: OpenMP threads that must wait for a busy core stall every parallel op; on a shared 2-core
     machine with load 4, one thread trained cnn3 2.5x faster than two. ``--num-threads`` overrides.
+    "Idle now" is measured over a quarter second (busy_cores); the 1-min load average is the fallback.
     """
     cores = os.cpu_count() or 1
     per_process = max(1, cores // max(1, world_size))
-    try:
-        idle = cores - os.getloadavg()[0]
-    except OSError:
-        idle = cores
+    busy = busy_cores()
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:
+            busy = 0.0
+    idle = cores - busy
     return max(1, min(per_process, int(round(idle))))
 
 
