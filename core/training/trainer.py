@@ -231,6 +231,12 @@ class _CancelGuard:
 _guard = _CancelGuard()
 
 
+def check_cancelled() -> None:
+    """Raise RunCancelled if a SIGTERM/SIGINT arrived whose raise did not get through."""
+    if _guard.pending and not _guard.deferring:
+        raise RunCancelled(_guard.pending)
+
+
 def _install_signal_handlers() -> dict:
     """SIGTERM/SIGINT -> RunCancelled in the main thread (the dashboard's cancel sends SIGTERM)."""
     if threading.current_thread() is not threading.main_thread():
@@ -239,10 +245,12 @@ def _install_signal_handlers() -> dict:
 
     def handler(signum, frame):  # noqa: ARG001
         name = signal.Signals(signum).name
-        if _guard.deferring:
-            _guard.pending = name
-            return
-        raise RunCancelled(name)
+        # Remembered as well as raised: a raise that lands inside a finalizer (__del__, a weakref
+        # callback) is swallowed by Python ("Exception ignored in ..."), and the training loop's
+        # check_cancelled() then stops the run at the next step instead of letting it finish.
+        _guard.pending = name
+        if not _guard.deferring:
+            raise RunCancelled(name)
 
     old = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -556,6 +564,7 @@ def _train(config: TrainConfig, run: RunFolder, device: torch.device, dist_info:
         for step, (x, y) in enumerate(train_loader, start=1):
             if step > steps_per_epoch:
                 break
+            check_cancelled()
             state["step"] = step
             if config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -50,7 +50,8 @@ def test_invalid_config_is_refused_at_submit_and_a_broken_queued_run_fails_clear
 def test_queued_run_starts_when_a_slot_frees_and_cancel_stops_it(tmp_path):
     jobs = JobRegistry(start_thread=False)
     jobs.max_parallel = 0
-    jobs.submit(TrainConfig(**{**TINY, "epochs": 50}), tmp_path / "long")
+    # far more epochs than the test waits for: it must still be running when cancelled, however fast the machine
+    jobs.submit(TrainConfig(**{**TINY, "epochs": 100_000}), tmp_path / "long")
     jobs.max_parallel = 1
     jobs.pump()
     run = RunFolder(tmp_path / "long")

@@ -206,3 +206,40 @@ def test_launch_and_cancel_keeps_last_checkpoint(tmp_path):
     epochs_done = [m["epoch"] for m in run.read_metrics()]
     assert epochs_done and load_resume_state(run.resume_state_path)["epoch"] == epochs_done[-1]
     assert (tmp_path / "bg" / "train.log").exists()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")   # the swallowed raise, on purpose
+def test_sigterm_whose_raise_is_swallowed_still_cancels(tmp_path, monkeypatch):
+    """A SIGTERM handled while Python runs a finalizer has its exception swallowed ("Exception
+    ignored in ..."); the remembered signal must still stop the run at the next step."""
+    import gc
+    import time
+
+    class Finalizer:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)     # the handler runs here, inside __del__
+            time.sleep(0.05)
+
+    calls = {"n": 0}
+    original = trainer.make_optimizer
+
+    def make_optimizer(config, params):
+        opt = original(config, params)
+        step = opt.step
+
+        def step_then_signal(*a, **k):
+            out = step(*a, **k)
+            calls["n"] += 1
+            if calls["n"] == 2:
+                Finalizer()                          # dropped at once: __del__ sends the signal
+                gc.collect()
+            return out
+
+        opt.step = step_then_signal
+        return opt
+
+    monkeypatch.setattr(trainer, "make_optimizer", make_optimizer)
+    status = train(TrainConfig(**TINY, epochs=20), tmp_path / "run", quiet=True)
+    assert status["state"] == "cancelled", status
+    assert RunFolder(tmp_path / "run").read_status()["state"] == "cancelled"
+    assert calls["n"] <= 3                           # stopped at the next step, not 20 epochs later
