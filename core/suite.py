@@ -111,6 +111,19 @@ def _parse(path: Path) -> dict:
     return data
 
 
+def suite_groups(name_or_path: str | os.PathLike = "seeds") -> dict[str, list[str]]:
+    """{group: [run id, ...]} of a suite, in file order (no configs built: cheap enough for a page).
+
+    A run trained by ``python -m core.suite`` lives in RUNS_ROOT/<id>, so these ids are run folder
+    names: the Compare page offers each group as one click ("small-vs-resnet34", ...)."""
+    data = _parse(find_suite_file(name_or_path))
+    groups: dict[str, list[str]] = {}
+    for entry in data.get("runs") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+            groups.setdefault(str(entry.get("group") or "other"), []).append(entry["id"])
+    return groups
+
+
 def scaled_epochs(epochs: int, scale: float) -> int:
     """``epochs * scale`` rounded, at least 1."""
     return max(1, int(round(epochs * scale)))

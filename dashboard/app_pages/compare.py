@@ -8,10 +8,38 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from core.analysis import compare
-from dashboard.components.runs import eval_of, metrics_of, mtime_of, pick_runs, summaries
+from core.suite import SuiteError, suite_groups
+from dashboard.components.runs import available_runs, eval_of, metrics_of, mtime_of, pick_runs, summaries
 from dashboard.components.tables import show_table
 
 st.title("Compare runs")
+
+
+# One click loads a course experiment: the seeds suite's groups whose runs are in the runs folder.
+@st.cache_data(show_spinner=False)
+def _groups() -> dict[str, list[str]]:
+    try:
+        return suite_groups("seeds")
+    except (SuiteError, OSError):
+        return {}
+
+
+present = {r.run_id for r in available_runs()}
+course = {g: [i for i in ids if i in present] for g, ids in _groups().items()}
+course = {g: ids for g, ids in course.items() if ids}
+
+
+def _load_group() -> None:
+    group = st.session_state.get("cmp_suite_group")
+    if group in course:
+        st.session_state["cmp_runs"] = course[group]
+
+
+if course:
+    st.selectbox("Load a course experiment (a group of the seeds suite)", list(course), index=None,
+                 placeholder="choose a group to select its runs", key="cmp_suite_group", on_change=_load_group,
+                 format_func=lambda g: f"{g} ({len(course[g])} runs)",
+                 help="Sets the runs below to that group's runs, as trained by `python -m core.suite seeds`.")
 chosen = pick_runs("cmp_runs", default_n=4)
 if not chosen:
     st.stop()

@@ -191,7 +191,13 @@ def pick_runs(key: str, need: str | None = None, default_n: int = 2, label: str 
             st.info(FIRST_RUN_HELP)
         return []
     by_id = {r.run_id: r for r in runs}
-    default = [r.run_id for r in runs[:default_n]]
+    if key in st.session_state:
+        # Set by a previous run or a page's callback (e.g. Compare's course groups): keep what still
+        # exists, and pass no default (Streamlit warns when a keyed widget gets both).
+        st.session_state[key] = [rid for rid in st.session_state[key] if rid in by_id]
+        default = None
+    else:
+        default = [r.run_id for r in runs[:default_n]]
     chosen = st.multiselect(label, list(by_id), default=default, key=key,
                             format_func=lambda rid: run_label(by_id[rid]))
     return [by_id[rid] for rid in chosen if rid in by_id]

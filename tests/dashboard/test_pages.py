@@ -305,3 +305,21 @@ def test_explain_pca_of_a_triplet_run(app, runs_env):
         assert abs(pts["pc1"].mean()) < 1e-6     # PCA points are centred
     finally:
         shutil.rmtree(dst, ignore_errors=True)
+
+
+def test_compare_loads_a_course_group_of_the_shipped_runs(monkeypatch):
+    """The Compare page offers the seeds suite's groups present in the runs folder; choosing one
+    selects exactly its runs (here the shipped checkpoints/: small networks vs ResNet-34)."""
+    from core.suite import suite_groups
+
+    monkeypatch.setenv("ARCHSCOPE_RUNS", str(APP.parents[1] / "checkpoints"))
+    at = AppTest.from_file(str(APP), default_timeout=180)
+    at.run()
+    at = goto(at, "compare")
+    picker = at.selectbox(key="cmp_suite_group")
+    assert picker.value is None and any(o.startswith("small-vs-resnet34 (4 runs)") for o in picker.options)
+    picker.set_value("small-vs-resnet34").run()
+    assert not at.exception, [e.value for e in at.exception]
+    expected = suite_groups("seeds")["small-vs-resnet34"]
+    assert list(at.multiselect(key="cmp_runs").value) == expected
+    assert list(table_with(at, "test_acc")["run_id"]) == expected      # the cost table shows that group
