@@ -14,10 +14,9 @@ EVAL_KEYS = {"test_acc", "test_loss", "confusion_matrix", "per_class", "macro", 
 
 
 def test_the_seeds_suite_is_shipped():
-    import json
+    from core.suite import suite_groups
 
-    suite = json.loads((Path(__file__).resolve().parents[1] / "core" / "suites" / "seeds.json").read_text())
-    assert {r.run_id for r in SHIPPED} == {r["id"] for r in suite["runs"]}
+    assert {r.run_id for r in SHIPPED} == {i for ids in suite_groups("seeds").values() for i in ids}
 
 
 @pytest.mark.parametrize("run", SHIPPED, ids=[r.run_id for r in SHIPPED])
