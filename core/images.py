@@ -26,13 +26,14 @@ from typing import BinaryIO, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from core.errors import InvalidInputError
 
 DEFAULT_MAX_PIXELS = 40_000_000
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO, Image.Image]
 
 
-class ImageError(ValueError):
+class ImageError(InvalidInputError):
     """An image that cannot be used; the message names the file and says why."""
 
 

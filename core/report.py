@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from core.errors import InvalidInputError
 from core.training.run_folder import RunFolder, list_runs
 
 COMBO_ORDER = ("RGB", "RG", "RB", "GB", "R", "G", "B", "L", "ALL")
 MAX_CONFUSION_FIGURES = 40     # beyond this the file gets heavy; the rest are listed, not drawn
 
 
-class ReportError(ValueError):
+class ReportError(InvalidInputError):
     """Bad input for a report (no runs, a folder that is not a run); the message names the path."""
 
 

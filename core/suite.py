@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.errors import InvalidInputError
 import core.data.pairs  # noqa: F401 - registers the transform-pairs source (the seeds suite trains on it)
 from core.training.config import ConfigError, TrainConfig
 
@@ -51,7 +52,7 @@ OVERHEAD_S = 10.0            # process start, imports, data load, writing: measu
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-class SuiteError(ValueError):
+class SuiteError(InvalidInputError):
     """A suite file that cannot be used; the message names the file and the run."""
 
 

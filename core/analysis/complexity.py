@@ -44,6 +44,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from core.errors import InvalidInputError
 
 CONVENTIONS = (
     "MACs = multiply-accumulates of conv, linear and matmul-type work for one image, bias excluded "
@@ -67,7 +68,7 @@ DYNAMIC_RULE = (
 )
 
 
-class ComplexityError(ValueError):
+class ComplexityError(InvalidInputError):
     """Bad input for a complexity count: the message names the model and the value."""
 
 

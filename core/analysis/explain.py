@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.errors import InvalidInputError
 from core.analysis.recorder import Recorder
 
 # One lock for every hook-registering extraction: torchcam raises when a second extractor is
@@ -35,7 +36,7 @@ EXTRACTION_LOCK = threading.RLock()
 CAM_METHODS = ("Grad-CAM", "Grad-CAM++", "Score-CAM", "Layer-CAM")
 
 
-class ExplainError(ValueError):
+class ExplainError(InvalidInputError):
     """A user-fixable problem (wrong layer name, model without the requested kind of layer)."""
 
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from core.errors import ArchScopeError
 
 
-class DataError(Exception):
+class DataError(ArchScopeError):
     """Every bad-input error of core.data: the message names the source, file and line."""
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from torch import nn
+from core.errors import ArchScopeError
 
 # Family modules imported on first use, so registering is "one file plus one decorator"
 # once the file is named here.
@@ -35,7 +36,7 @@ class ModelSpec:
     options: dict = field(default_factory=dict)  # documented options and their defaults
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(ArchScopeError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message otherwise
         return str(self.args[0])
 

@@ -24,12 +24,15 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from core.errors import EXIT_FAILED, ArchScopeError
 from core.io import atomic_write
 
 MIN_TORCH = (2, 10)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ArchScopeError, RuntimeError):
+    exit_code = EXIT_FAILED
+
     """A checkpoint that cannot be used; the message names the file."""
 
 

@@ -13,6 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from core.errors import InvalidInputError
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("none", "step", "cosine", "onecycle")
@@ -25,7 +26,7 @@ COLOUR_COMBOS = ("RGB", "RG", "RB", "GB", "R", "G", "B")
 RUN_SECTION = "run"
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidInputError):
     """An invalid training configuration; the message lists every problem found."""
 
 

@@ -21,14 +21,35 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.errors import EXIT_LOCKED, ArchScopeError, InvalidInputError
 from core.io import atomic_write_json, atomic_write_text, read_jsonl
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+# The one rule for a run id (= its folder name), used by the suite, the zip importer and the Train
+# page: portable on every file system, no path separators, no leading dot, at most 100 characters.
+RUN_ID_RULE = "letters, digits, '.', '_' and '-', starting with a letter, digit or '_', at most 100 characters"
+_RUN_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
+
+
+class InvalidRunIdError(InvalidInputError):
+    """A run name that cannot be a run folder's name."""
+
+
+def validate_run_id(run_id: object) -> str:
+    """Return ``run_id`` unchanged if it is a valid run folder name, else raise InvalidRunIdError."""
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        shown = run_id if not isinstance(run_id, str) or len(run_id) <= 40 else run_id[:37] + "..."
+        length = f" ({len(run_id)} characters)" if isinstance(run_id, str) and len(run_id) > 100 else ""
+        raise InvalidRunIdError(f"run name {shown!r}{length} is not allowed: use {RUN_ID_RULE}")
+    return run_id
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -236,7 +257,9 @@ class RunFolder:
                 pass
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(ArchScopeError, RuntimeError):
+    exit_code = EXIT_LOCKED
+
     """Another live process is training into this run folder."""
 
     def __init__(self, path: Path, pid: int | None) -> None:

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.errors import FailedError
 from core.io import append_jsonl
 from core.training import checkpoint as ckpt
 from core.training.config import ConfigError, TrainConfig, input_channels
@@ -52,7 +53,7 @@ from core.training.distributed import DistInfo, agree, all_reduce, barrier, init
 from core.training.run_folder import RunFolder, RunLockedError
 
 
-class TrainingFailed(RuntimeError):
+class TrainingFailed(FailedError):
     """Training stopped on purpose with a user-facing message (divergence, out of memory)."""
 
 

@@ -23,6 +23,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
+from core.errors import InvalidInputError
 
 ALLOWED_NAMES = {"config.json", "status.json", "metrics.jsonl", "steps.jsonl", "eval.json",
                  "model.safetensors", "last.safetensors"}
@@ -33,7 +34,7 @@ MAX_TOTAL_BYTES = 2 * 1024 ** 3
 RUN_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
 
 
-class RunImportError(ValueError):
+class RunImportError(InvalidInputError):
     """The zip is not an acceptable run; the message says which entry and why."""
 
 
