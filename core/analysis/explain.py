@@ -9,14 +9,16 @@ removed when the call returns, whether it succeeded or raised (``hooks_removed_a
     res = compute_cam(model, x, "Grad-CAM", target_layer="features.3")
     rgb = overlay_heatmap(image_uint8, res.cam)  # [H, W, 3] uint8
 
-Models are shared between dashboard sessions (st.cache_resource), so CAM extraction, which
-registers hooks on the shared model, runs under one process-wide lock and in eval mode.
+Models are shared between dashboard sessions (st.cache_resource), so every function here that
+registers hooks on a model or switches it to eval mode holds that model's lock (``model_lock``)
+while it does; core.predict.Predictor takes the same lock around its forwards.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -28,10 +30,25 @@ from torch import nn
 from core.errors import InvalidInputError
 from core.analysis.recorder import Recorder
 
-# One lock for every hook-registering extraction: torchcam raises when a second extractor is
-# created while another's hooks are live on the same model, and hooks from one session would
-# otherwise fire in another session's forward.
-EXTRACTION_LOCK = threading.RLock()
+# One lock per model, not one per process: what must not overlap is two uses of the SAME model
+# (torchcam raises when a second extractor is created while another's hooks are live on it;
+# hooks added for one session would fire in another session's forward; eval mode is switched and
+# restored). torchcam keeps no state shared between models and grad mode is per thread, so
+# extractions on different models (two runs side by side on the Explain page) may run at once.
+# Reentrant: a Predictor holds it around a call that takes it again.
+_MODEL_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The lock that every hook-registering or mode-switching use of ``model`` holds (one per model,
+    created on first use, gone with the model)."""
+    with _MODEL_LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _MODEL_LOCKS[model] = threading.RLock()
+        return lock
+
 
 CAM_METHODS = ("Grad-CAM", "Grad-CAM++", "Score-CAM", "Layer-CAM")
 
@@ -103,7 +120,7 @@ def spatial_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list[
                 seen.add(_name)
                 found.append((_name, tuple(output.shape[1:])))
 
-    with EXTRACTION_LOCK, hooks_removed_after(model), _eval_mode(model), torch.no_grad():
+    with model_lock(model), hooks_removed_after(model), _eval_mode(model), torch.no_grad():
         for name, m in model.named_modules():
             if name and not isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
                 m.register_forward_hook(lambda mod, i, o, _n=name: hook(mod, i, o, _n))
@@ -154,7 +171,7 @@ def compute_cam(model: nn.Module, x: torch.Tensor, method: str, target_layer: st
     x: [1, C, H, W] float, already prepared as the model expects (channels, normalisation).
     target_layer: a name from ``model.named_modules()`` (always explicit: torchcam's guess uses a
     3x224x224 dummy input, wrong for our 1-2 channel / 32 px models). class_idx: the class to
-    explain; None = the predicted class. Runs under ``EXTRACTION_LOCK`` in eval mode; every hook
+    explain; None = the predicted class. Runs under ``model_lock(model)`` in eval mode; every hook
     is gone when this returns or raises.
     """
     if x.dim() != 4 or x.shape[0] != 1:
@@ -164,7 +181,7 @@ def compute_cam(model: nn.Module, x: torch.Tensor, method: str, target_layer: st
         raise ExplainError(f"model has no layer named {target_layer!r}; pick one from the layer list")
     cls = _extractor(method)
     kwargs = {"batch_size": score_cam_batch_size} if method == "Score-CAM" else {}
-    with EXTRACTION_LOCK, hooks_removed_after(model), _eval_mode(model):
+    with model_lock(model), hooks_removed_after(model), _eval_mode(model):
         # Gradient CAMs need autograd even when the caller (a dashboard) runs under no_grad.
         with torch.enable_grad():
             with cls(model, target_layer=target_layer, input_shape=tuple(x.shape[1:]), **kwargs) as extractor:
@@ -248,7 +265,7 @@ class TapMap:
 
 def record_taps(model: nn.Module, x: torch.Tensor, kinds: Sequence[str] | None = None) -> list[TapMap]:
     """Run one forward of x [1, C, H, W] and return what flowed through the model's Taps (first image)."""
-    with EXTRACTION_LOCK, _eval_mode(model), torch.no_grad():
+    with model_lock(model), _eval_mode(model), torch.no_grad():
         with Recorder(model, kinds=kinds) as rec:
             model(x)
     out = []
@@ -274,7 +291,7 @@ def kernel_attention_by_combo(model: nn.Module, prepare: Callable[[str], torch.T
     rows: list[dict] = []
     for combo in combos:
         x = prepare(combo)
-        with EXTRACTION_LOCK, _eval_mode(model), torch.no_grad():
+        with model_lock(model), _eval_mode(model), torch.no_grad():
             with Recorder(model, kinds={"kernel_attention"}) as rec:
                 if not rec.taps():
                     raise ExplainError("this model has no dynamic convolution (no kernel-attention tap)")
@@ -351,7 +368,7 @@ def record_deformable(model: nn.Module, x: torch.Tensor) -> list[DeformRecord]:
         raise ExplainError("this model has no deformable convolution layer")
     modules = dict(model.named_modules())
     input_hw: dict[str, tuple[int, int]] = {}
-    with EXTRACTION_LOCK, hooks_removed_after(model), _eval_mode(model), torch.no_grad():
+    with model_lock(model), hooks_removed_after(model), _eval_mode(model), torch.no_grad():
         for name in layers:
             modules[name].register_forward_pre_hook(
                 lambda m, inp, _n=name: input_hw.__setitem__(_n, tuple(inp[0].shape[-2:])))

@@ -14,7 +14,6 @@ Every failure is a ``CheckpointError`` whose message names the file and says wha
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import zipfile
@@ -24,16 +23,12 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from core.errors import EXIT_FAILED, ArchScopeError
 from core.io import atomic_write
+# CheckpointError lives with the config.json reader (the lower module, so the two never import
+# each other); importing it from here keeps working.
+from core.training.run_info import CheckpointError, read_run_info  # noqa: F401 - re-exported
 
 MIN_TORCH = (2, 10)
-
-
-class CheckpointError(ArchScopeError, RuntimeError):
-    exit_code = EXIT_FAILED
-
-    """A checkpoint that cannot be used; the message names the file."""
 
 
 def _torch_version() -> tuple[int, int]:
@@ -183,26 +178,6 @@ def load_resume_state(path: str | os.PathLike) -> dict:
 
 
 # ---- whole runs ------------------------------------------------------------------------------
-def read_run_info(run_dir: str | os.PathLike) -> tuple[dict, dict]:
-    """(config.json as a dict, its "run" section) — raises CheckpointError naming the file."""
-    path = Path(run_dir) / "config.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing, so the model cannot be rebuilt") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot be read as JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: does not hold a JSON object")
-    run = data.get("run")
-    if not isinstance(run, dict) or "num_classes" not in run or "in_channels" not in run:
-        raise CheckpointError(
-            f"{path}: has no 'run' section with num_classes and in_channels (the trainer writes it when "
-            f"training starts; was this folder written by ArchScope?)"
-        )
-    return data, run
-
-
 def weights_path(run_dir: str | os.PathLike, which: str | int = "best") -> Path:
     """'best' -> model.safetensors, 'last' -> last.safetensors, an int N -> epoch_NNNN.safetensors."""
     run_dir = Path(run_dir)
@@ -215,31 +190,33 @@ def weights_path(run_dir: str | os.PathLike, which: str | int = "best") -> Path:
     raise CheckpointError(f"unknown weights {which!r}: use 'best', 'last' or an epoch number")
 
 
-def build_model(config: Any, run: dict) -> nn.Module:
-    """An untrained model as the run built it (config: TrainConfig, run: config.json's run section)."""
+def build_model(config: Any, run: Any) -> nn.Module:
+    """An untrained model as the run built it.
+
+    config: TrainConfig; run: its RunInfo (core.training.run_info) or the raw ``run`` section of
+    config.json (a dict with num_classes and in_channels, as tests write by hand).
+    """
     from core.models.registry import create_model
 
-    return create_model(config.model, num_classes=int(run["num_classes"]), in_channels=int(run["in_channels"]),
-                        **dict(config.model_options))
+    if isinstance(run, Mapping):
+        num_classes, in_channels = int(run["num_classes"]), int(run["in_channels"])
+    else:
+        num_classes, in_channels = run.num_classes, run.in_channels
+    return create_model(config.model, num_classes=num_classes, in_channels=in_channels, **dict(config.model_options))
 
 
-def load_run_model(run_dir: str | os.PathLike, which: str | int = "best", device: str = "cpu"):
+def load_run_model(run_dir: str | os.PathLike, which: str | int = "best", device: str | torch.device = "cpu"):
     """Rebuild a run's model from config.json and load its safetensors weights.
 
     Returns (model in eval mode on ``device``, TrainConfig). ``which``: 'best', 'last' or an epoch number.
-    Raises CheckpointError (names the file) for missing/truncated/mismatched/non-safetensors weights.
+    Raises CheckpointError (names the file) for a missing/corrupt config.json and for
+    missing/truncated/mismatched/non-safetensors weights.
     """
-    from core.training.config import ConfigError, TrainConfig
-
-    data, run = read_run_info(run_dir)
-    try:
-        config = TrainConfig.from_dict(data, source=str(Path(run_dir) / "config.json"))
-    except ConfigError as exc:
-        raise CheckpointError(str(exc)) from None
+    config, info = read_run_info(run_dir)
     path = weights_path(run_dir, which)
     state = load_weights(path)
     try:
-        model = build_model(config, run)
+        model = build_model(config, info)
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{Path(run_dir) / 'config.json'}: cannot rebuild model {config.model!r}: {exc}") from None
     load_into(model, state, path)

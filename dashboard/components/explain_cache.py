@@ -2,7 +2,8 @@
 
 Keys are the run folder + weights mtime + the image bytes + the user's choices, so changing a
 slider that does not affect a result never recomputes it. The models come from the shared
-predictor cache; core.analysis.explain takes its lock around every hook.
+predictor cache; the model input comes from the Predictor (the run's one pipeline), and every
+core.analysis.explain function holds the model's lock while its hooks are on the shared model.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def _image(image_bytes: bytes, shape: tuple) -> Image.Image:
 def target_layers(path: str, mtime: float) -> tuple[list[str], str]:
     """(candidate CAM layers with their output shapes as labels, default layer)."""
     pred = load_predictor(path, mtime)
-    shape = (int(pred.run["in_channels"]), pred.image_size, pred.image_size)
+    shape = (pred.info.in_channels, pred.image_size, pred.image_size)
     layers = [n for n, _ in explain.spatial_layers(pred.model, shape)]
     return layers, explain.default_target_layer(pred.model, shape)
 
@@ -32,6 +33,7 @@ def target_layers(path: str, mtime: float) -> tuple[list[str], str]:
 @st.cache_data(show_spinner="Computing class activation map...", max_entries=128)
 def cam(path: str, mtime: float, image_bytes: bytes, shape: tuple, method: str, layer: str,
         class_idx: int | None) -> dict:
+    """The CAM of one image: {cam [S, S], overlay and seen [S, S, 3] uint8, class_idx, prob, predicted}."""
     pred = load_predictor(path, mtime)
     x, seen = model_view(pred, _image(image_bytes, shape))
     res = explain.compute_cam(pred.model, x, method, layer, class_idx)
@@ -43,11 +45,12 @@ def cam(path: str, mtime: float, image_bytes: bytes, shape: tuple, method: str, 
 @st.cache_data(show_spinner=False, max_entries=128)
 def seen_image(path: str, mtime: float, image_bytes: bytes, shape: tuple) -> np.ndarray:
     """[S, S, 3] uint8: the image resized and channel-selected as the run's model sees it."""
-    return model_view(load_predictor(path, mtime), _image(image_bytes, shape))[1]
+    return load_predictor(path, mtime).as_seen(_image(image_bytes, shape))
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def taps(path: str, mtime: float, image_bytes: bytes, shape: tuple) -> list[dict]:
+    """Attention and feature maps of one image: [{name, kind, values}] (see explain.record_taps)."""
     pred = load_predictor(path, mtime)
     x, _ = model_view(pred, _image(image_bytes, shape))
     maps = explain.record_taps(pred.model, x, kinds={"spatial_attention", "channel_attention", "self_attention",
@@ -57,31 +60,21 @@ def taps(path: str, mtime: float, image_bytes: bytes, shape: tuple) -> list[dict
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def kernel_attention(path: str, mtime: float, image_bytes: bytes, shape: tuple, combos: tuple) -> list[dict]:
-    from core.data import BatchLoader, TensorSplit
-
+    """Mean kernel-attention weights per combination (see explain.kernel_attention_by_combo)."""
     pred = load_predictor(path, mtime)
     u8 = pred.to_tensor([_image(image_bytes, shape)])
-    strategy = "drop" if _variable(pred) else pred.config.channel_strategy
+    # A variable-input model is shown each combination as it can take it: only those channels.
+    strategy = "drop" if pred.variable_input else pred.config.channel_strategy
 
     def prepare(combo: str) -> torch.Tensor:
-        loader = BatchLoader(TensorSplit(u8, torch.zeros(1, dtype=torch.int64)), 1, shuffle=False,
-                             channels=combo, strategy=strategy, normalize=pred.normalize)
-        return next(iter(loader))[0]
+        return pred.model_input(u8, channels=combo, strategy=strategy)
 
     return explain.kernel_attention_by_combo(pred.model, prepare, combos)
 
 
-def _variable(pred) -> bool:
-    from core.models.registry import get_spec
-
-    try:
-        return get_spec(pred.config.model).variable_input
-    except Exception:  # noqa: BLE001
-        return False
-
-
 @st.cache_data(show_spinner=False, max_entries=64)
 def deformable(path: str, mtime: float, image_bytes: bytes, shape: tuple) -> list[dict]:
+    """Offsets (and modulation) of every deformable layer for one image (see explain.record_deformable)."""
     pred = load_predictor(path, mtime)
     x, _ = model_view(pred, _image(image_bytes, shape))
     return [r.__dict__ for r in explain.record_deformable(pred.model, x)]
@@ -89,22 +82,12 @@ def deformable(path: str, mtime: float, image_bytes: bytes, shape: tuple) -> lis
 
 @st.cache_data(show_spinner="Embedding test images...", max_entries=16)
 def embeddings(path: str, mtime: float, n: int) -> tuple[np.ndarray, np.ndarray, list[int], list[str]]:
-    """PCA of n test-image embeddings: (points [n, 2], explained ratio [2], labels, class names)."""
-    from core.data import BatchLoader, load_dataset
+    """PCA of n test-image embeddings: (points [n, 2], explained ratio [2], labels, class names).
 
+    The test images are loaded as the run was trained (its data root and preprocessing, e.g.
+    denoising): a run trained on denoised images is shown embeddings of denoised images.
+    """
     pred = load_predictor(path, mtime)
-    if not hasattr(pred.model, "embed"):
-        raise explain.ExplainError(f"model {pred.config.model!r} has no embed() method")
-    ds = load_dataset(pred.config.dataset, image_size=pred.image_size)
-    split = ds.test
-    if len(split.labels) > n:
-        split = type(split)(split.images[:n], split.labels[:n])
-    loader = BatchLoader(split, 128, shuffle=False, channels=pred.channels, strategy=pred.config.channel_strategy,
-                         normalize=pred.normalize)
-    outs, labels = [], []
-    with explain.EXTRACTION_LOCK, torch.no_grad():
-        for xb, yb in loader:
-            outs.append(pred.model.embed(xb).float().cpu())
-            labels += yb.tolist()
-    pts, ratio = explain.pca_2d(torch.cat(outs))
-    return pts, ratio, labels, list(ds.info.classes)
+    emb, labels = pred.embed_test_images(n)
+    pts, ratio = explain.pca_2d(emb)
+    return pts, ratio, labels, list(pred.classes)

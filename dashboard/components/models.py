@@ -1,9 +1,9 @@
 """Cached per-run predictors (model + pipeline) and "the image as the model sees it".
 
 A Predictor is one shared object for every session (st.cache_resource), keyed by the run folder
-and the mtime of its weights, so a retrained run is reloaded and an unchanged one never is.
-Forward passes on it run under explain.EXTRACTION_LOCK so that a CAM extraction in one session
-(which puts hooks on the shared model) never sees another session's forward.
+and the mtime of its weights, so a retrained run is reloaded and an unchanged one never is. It
+holds its model's lock around every forward, and the explain functions hold the same lock while
+their hooks are on the model: pages and components take no lock themselves.
 """
 
 from __future__ import annotations
@@ -13,19 +13,18 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from core.analysis.explain import EXTRACTION_LOCK, channels_as_seen
+from core.predict import Predictor
 from core.training.run_folder import RunFolder
 from dashboard.components.runs import mtime_of
 
 
 @st.cache_resource(show_spinner="Loading model...", max_entries=16)
-def load_predictor(path: str, mtime: float):
-    from core.predict import Predictor
-
+def load_predictor(path: str, mtime: float) -> Predictor:
+    """The run's Predictor, shared by every session; ``mtime`` (of its weights) is only the cache key."""
     return Predictor(path)
 
 
-def predictor(run: RunFolder):
+def predictor(run: RunFolder) -> Predictor | None:
     """The run's Predictor, or None after showing st.error saying what is wrong and what to do."""
     try:
         return load_predictor(str(run.path), mtime_of(run.best_weights_path))
@@ -35,28 +34,28 @@ def predictor(run: RunFolder):
         return None
 
 
-def predict(pred, images: list[Image.Image], top_k: int) -> list[dict]:
-    with EXTRACTION_LOCK:
-        return pred.predict(images, top_k=top_k, names=[f"image {i + 1}" for i in range(len(images))])
+def predict(pred: Predictor, images: list[Image.Image], top_k: int) -> list[dict]:
+    """Top-k rows per image (see Predictor.predict), named "image 1", "image 2", ..."""
+    return pred.predict(images, top_k=top_k, names=[f"image {i + 1}" for i in range(len(images))])
 
 
-def model_view(pred, image: Image.Image) -> tuple[torch.Tensor, np.ndarray]:
+def model_view(pred: Predictor, image: Image.Image) -> tuple[torch.Tensor, np.ndarray]:
     """(x [1, C, H, W] float: exactly the model's input, picture [H, W, 3] uint8 as the model sees it)."""
-    from core.data import BatchLoader, TensorSplit
-
     u8 = pred.to_tensor([image])
-    loader = BatchLoader(TensorSplit(u8, torch.zeros(1, dtype=torch.int64)), 1, shuffle=False,
-                         channels=pred.channels, strategy=pred.config.channel_strategy, normalize=pred.normalize)
-    x, _ = next(iter(loader))
-    return x, channels_as_seen(u8[0].float() / 255.0, pred.channels)
+    return pred.model_input(u8), pred.as_seen(u8)
 
 
 @st.cache_data(show_spinner="Loading test images...", max_entries=8)
-def test_images(dataset: str, image_size: int, n: int, seed: int = 0) -> tuple[list[np.ndarray], list[int], list[str]]:
-    """n test images of a dataset as [H, W, 3] uint8 arrays with their labels and the class names."""
+def test_images(dataset: str, image_size: int, n: int, seed: int = 0,
+                root: str | None = None) -> tuple[list[np.ndarray], list[int], list[str]]:
+    """n test images of a dataset as [H, W, 3] uint8 arrays with their labels and the class names.
+
+    Raw images (no preprocessing): they are what a user would upload, and the Predictor applies the
+    run's preprocessing itself. ``root``: the run's data_root, for sources read from a folder.
+    """
     from core.data import load_dataset
 
-    ds = load_dataset(dataset, image_size=image_size)
+    ds = load_dataset(dataset, image_size=image_size, root=root)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(ds.test.labels), generator=g)[:n]
     imgs = ds.test.images[idx]

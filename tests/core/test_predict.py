@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import core.data
+from core.analysis import explain
+from core.data import DatasetInfo, LoadedDataset, TensorSplit
 from core.predict import Predictor, main as predict_main, predict_images
 from core.training.checkpoint import build_model, save_weights
 from core.training.config import TrainConfig
@@ -19,9 +23,9 @@ from tests.core.test_images import make_bomb_png
 CLASSES = [f"c{i}" for i in range(5)]
 
 
-def make_run(path, *, channels="RGB", strategy="drop", source_channels=3, in_channels=3, size=32):
+def make_run(path, *, channels="RGB", strategy="drop", source_channels=3, in_channels=3, size=32, **config):
     cfg = TrainConfig(model="cnn2", dataset="shapes" if source_channels == 3 else "fashion-mnist",
-                      channels=channels, channel_strategy=strategy, image_size=size)
+                      channels=channels, channel_strategy=strategy, image_size=size, **config)
     run = {"num_classes": len(CLASSES), "classes": CLASSES, "in_channels": in_channels,
            "source_channels": source_channels, "image_size": size,
            "normalize_mean": [0.5] * source_channels, "normalize_std": [0.25] * source_channels,
@@ -118,3 +122,69 @@ def test_cli_broken_run_is_one_clear_line(tmp_path, capsys):
     assert predict_main([str(run), "x.png"]) == 1
     err = capsys.readouterr().err
     assert "model.safetensors" in err and "Traceback" not in err
+
+
+def test_cli_defaults_and_invalid_flags(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    img = odd_images(tmp_path)["rgba.png"]
+    assert predict_main([str(run), str(img), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["top"]) == 5       # cli.TOP_K_DEFAULT (was 3 here)
+    assert predict_main([str(run), str(img), "--top-k", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --top-k") and err.count("\n") == 1
+    assert predict_main(["--help"]) == 0                  # cli.run returns argparse's exit code
+    out = " ".join(capsys.readouterr().out.split())         # argparse wraps long help lines
+    assert "(default: 5)" in out and "(default: auto)" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_cli_cuda_without_a_gpu_is_one_line_exit_2(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    assert predict_main([str(run), "x.png", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --device cuda") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_predictions_wait_for_hooks_on_the_same_model_only(tmp_path):
+    pred = Predictor(make_run(tmp_path / "a"))
+    other = Predictor(make_run(tmp_path / "b"))
+    # the lock explain's CAM / tap / deformable extraction holds while its hooks are on the model
+    assert pred.lock is explain.model_lock(pred.model) and other.lock is not pred.lock
+    img = Image.new("RGB", (40, 40), (200, 10, 10))
+    done = threading.Event()
+    with pred.lock:
+        worker = threading.Thread(target=lambda: (pred.predict([img]), done.set()))
+        worker.start()
+        assert not done.wait(0.5)                       # blocked while "another session" extracts
+        assert other.predict([img])[0]["ok"]            # a different model is not blocked
+    worker.join(60)
+    assert done.is_set()
+
+
+def test_model_input_is_the_training_pipeline(tmp_path):
+    pred = Predictor(make_run(tmp_path / "run", channels="GB", strategy="zero-fill"))
+    img = Image.new("RGB", (32, 32), (255, 128, 0))
+    x = pred.model_input([img])
+    expected = torch.tensor([(1.0 - 0.5) / 0.25 * 0, (128 / 255 - 0.5) / 0.25, (0.0 - 0.5) / 0.25])
+    assert x.shape == (1, 3, 32, 32) and torch.allclose(x[0, :, 5, 5], expected, atol=1e-5)
+    assert pred.model_input([img], channels="R", strategy="drop").shape == (1, 1, 32, 32)
+    assert pred.as_seen(img).shape == (32, 32, 3)
+
+
+def fake_dataset(n=6, size=32):
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    split = TensorSplit(images, torch.arange(n, dtype=torch.int64) % len(CLASSES))
+    info = DatasetInfo(name="shapes", num_classes=len(CLASSES), classes=CLASSES, channels=3, image_size=size)
+    return LoadedDataset(info, split, split, split)
+
+
+def test_embeddings_use_the_dataset_as_the_run_was_trained(tmp_path, monkeypatch):
+    # A run trained on denoised images from its own data root must be embedded on those images.
+    calls = []
+    monkeypatch.setattr(core.data, "load_dataset", lambda name, **kw: calls.append((name, kw)) or fake_dataset())
+    run = make_run(tmp_path / "run", preprocess={"denoise": True, "h": 7.0}, data_root=str(tmp_path / "data"))
+    emb, labels = Predictor(run).embed_test_images(4)
+    (name, kw), = calls
+    assert name == "shapes" and kw["preprocess"].denoise and kw["preprocess"].h == 7.0
+    assert kw["root"] == str(tmp_path / "data") and kw["image_size"] == 32
+    assert emb.shape[0] == 4 and labels == [0, 1, 2, 3]

@@ -227,3 +227,22 @@ def test_pca_2d_recovers_a_line():
     assert np.corrcoef(pts[:, 0], t[:, 0].numpy())[0, 1] ** 2 > 0.99
     with pytest.raises(ExplainError):
         pca_2d(torch.zeros(1, 3))
+
+
+def test_model_lock_is_one_reentrant_lock_per_model():
+    from core.analysis.explain import model_lock
+
+    a, b = TinyNet(), TinyNet()
+    assert model_lock(a) is model_lock(a) and model_lock(a) is not model_lock(b)
+    with model_lock(a):                       # a Predictor holds it around explain calls that take it again
+        res = compute_cam(a, torch.rand(1, 2, 8, 8), "Grad-CAM", default_target_layer(a, (2, 8, 8)))
+    assert res.cam.shape == (8, 8) and count_hooks(a) == 0
+
+    import threading
+
+    finished = threading.Event()
+    with model_lock(a):                       # another thread extracting on a different model is not blocked
+        worker = threading.Thread(target=lambda: (record_taps(b, torch.rand(1, 2, 8, 8)), finished.set()))
+        worker.start()
+        worker.join(30)
+    assert finished.is_set()

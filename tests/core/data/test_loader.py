@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from core.data import CHANNEL_COMBOS, AugmentConfig, BatchLoader, DataError, TensorSplit, channel_count
+from core.data.loader import batches_per_epoch, shard_indices, shard_size, to_model_input
 
 
 def split(n=50, c=3, size=8, seed=0):
@@ -121,3 +122,59 @@ def test_every_augmentation_through_the_loader():
     for name in AugmentConfig.PRESETS:
         x, y = next(iter(BatchLoader(sp, 6, shuffle=True, augment=AugmentConfig.preset(name))))
         assert x.shape == (6, 3, 16, 16) and torch.isfinite(x).all() and 0 <= x.min() and x.max() <= 1 + 1e-5
+
+
+def test_to_model_input_is_the_loaders_pipeline():
+    sp = split(9)
+    norm = ([0.5, 0.4, 0.3], [0.2, 0.25, 0.1])
+    for combo, strategy in [("RGB", "drop"), ("GB", "drop"), ("R", "mean-fill"), ("RB", "zero-fill")]:
+        batch, _ = next(iter(BatchLoader(sp, 9, shuffle=False, channels=combo, strategy=strategy, normalize=norm,
+                                         standardize_per_image=True)))
+        direct = to_model_input(sp.images, channels=combo, strategy=strategy, normalize=norm,
+                                standardize_per_image=True)
+        assert torch.equal(batch, direct) and direct.shape == (9, channel_count(combo, strategy), 8, 8)
+    assert torch.equal(sp.images, split(9).images)            # the caller's uint8 images are left alone
+
+
+def test_to_model_input_refuses_what_does_not_fit():
+    with pytest.raises(DataError, match="uint8"):
+        to_model_input(torch.rand(2, 3, 8, 8))
+    with pytest.raises(DataError, match="one per source channel"):
+        to_model_input(split(2).images, normalize=([0.5], [0.2]))
+    with pytest.raises(DataError, match="grayscale"):
+        to_model_input(split(2, c=1).images, channels="RG")
+    with pytest.raises(DataError, match="generator"):
+        to_model_input(split(2).images, augment=AugmentConfig.preset("crop-flip"))
+
+
+def test_shard_of_129_images_on_2_ranks_with_batch_65():
+    # GPU-server issue: the trainer rounded shards up (65 >= batch 65: drop_last) while the loader
+    # rounded down (64 per rank): 0 steps. One rule now: shard_size, used by both.
+    n, world, batch = 129, 2, 65
+    assert shard_size(n, world) == 64
+    drop_last = shard_size(n, world) >= batch            # the trainer's rule, on the shared size
+    seen_per_epoch = []
+    for epoch in range(8):
+        ranks = []
+        for rank in range(world):
+            loader = BatchLoader(split(n), batch, shuffle=True, drop_last=drop_last, seed=3, rank=rank,
+                                 world_size=world)
+            loader.set_epoch(epoch)
+            assert len(loader) == 1 == batches_per_epoch(n, batch, world_size=world, drop_last=drop_last)
+            ranks.append(collect(loader)[1].tolist())
+        assert [len(r) for r in ranks] == [64, 64]                        # same steps, same sizes on every rank
+        assert not set(ranks[0]) & set(ranks[1])                            # disjoint
+        seen_per_epoch.append(set(ranks[0]) | set(ranks[1]))
+    assert all(len(s) == n - 1 for s in seen_per_epoch)                   # at most world_size - 1 skipped ...
+    assert set().union(*seen_per_epoch) == set(range(n))                  # ... a different one each epoch
+
+
+def test_shard_indices_and_sizes():
+    order = torch.arange(10)
+    assert shard_indices(order, 0, 1) is order
+    assert shard_indices(order, 1, 3).tolist() == [1, 4, 7]
+    assert shard_size(10, 3) == 3 and shard_size(2, 3) == 0
+    with pytest.raises(DataError, match="rank"):
+        shard_indices(order, 3, 3)
+    with pytest.raises(DataError, match="world_size"):
+        shard_size(10, 0)
