@@ -18,7 +18,6 @@ from core.data.loader import BatchLoader
 from core.data.preprocess import (PreprocessConfig, compute_normalization, normalize, resize_images,
                                   standardize_per_image)
 from core.data.registry import describe, list_sources, load_dataset, source_specs
-from core.data import pairs as _pairs  # noqa: E402,F401 - registers the transform-pairs source
 
 __all__ = [
     "list_sources", "source_specs", "describe", "load_dataset", "LoadedDataset", "TensorSplit", "DatasetInfo",

@@ -15,12 +15,12 @@ Each is optional (AugmentConfig); all draw their randomness from one ``torch.Gen
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
-from core.data.base import DataError
+from core.data.base import DataError, checked_options
 
 
 @dataclass
@@ -61,11 +61,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "AugmentConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise DataError(f"unknown augmentation option(s) {unknown}: expected {sorted(known)}")
+        d = checked_options(cls, d, "augmentation")
         for k in ("rrc_scale", "rrc_ratio", "scale"):
             if k in d:
                 d[k] = tuple(float(v) for v in d[k])

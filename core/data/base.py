@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -49,16 +49,42 @@ class TensorSplit:
 
 @dataclass
 class DatasetInfo:
+    """What a source holds: ``describe(name)`` returns one (cheap, nothing decoded), as does
+    ``LoadedDataset.info``. ``image_size`` is always one int (the side of the square tensors)."""
+
     name: str               # the name given to load_dataset, e.g. "shapes" or "listfile:/data/mini"
     num_classes: int
     classes: list[str]
-    channels: int           # 1 (grayscale) or 3 (colour)
+    channels: int           # 1 (grayscale), 3 (colour), 6 (stacked image pairs)
     image_size: int         # H = W of the tensors
     notes: str = ""         # how splits were made (e.g. "val carved from train, 10%, seed 0")
+    splits: dict[str, int] = field(default_factory=dict)   # {"train": n, "val": n, "test": n}; {} when unknown
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "num_classes": self.num_classes, "classes": list(self.classes),
-                "channels": self.channels, "image_size": self.image_size, "notes": self.notes}
+        """JSON-ready dict: name, num_classes, classes, splits, channels, image_size (+ notes when set).
+
+        ``notes`` is left out when empty so ``python -m core.data describe --json`` prints the same
+        keys it printed when describe() returned a dict.
+        """
+        d = {"name": self.name, "num_classes": self.num_classes, "classes": list(self.classes),
+             "splits": dict(self.splits), "channels": self.channels, "image_size": self.image_size}
+        if self.notes:
+            d["notes"] = self.notes
+        return d
+
+    # Transitional dict-style reads: describe() returned a dict before, and callers outside
+    # core.data (core/suite.py, core/training/config.py, dashboard/app_pages/train.py) still use
+    # info["splits"] / info.get("channels"). Remove once they read attributes.
+    def __getitem__(self, key: str):
+        if key not in _INFO_KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default=None):
+        return getattr(self, key) if key in _INFO_KEYS else default
+
+
+_INFO_KEYS = frozenset(("name", "num_classes", "classes", "channels", "image_size", "notes", "splits"))
 
 
 @dataclass
@@ -74,11 +100,9 @@ class LoadedDataset:
             raise DataError(f"unknown split {name!r}: expected train, val or test")
         return getattr(self, name)
 
-    def describe(self) -> dict:
-        """The same dict shape as ``core.data.describe`` (with the real split sizes)."""
-        d = self.info.to_dict()
-        d["splits"] = {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
-        return d
+    def describe(self) -> DatasetInfo:
+        """``info`` with the real split sizes: what ``core.data.describe`` returns for this dataset."""
+        return replace(self.info, splits={"train": len(self.train), "val": len(self.val), "test": len(self.test)})
 
 
 def cache_dir(*parts: str) -> Path:
@@ -118,3 +142,16 @@ def carve_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch
     carved = perm[:n_carved].sort().values
     keep = perm[n_carved:].sort().values
     return keep, carved
+
+
+def checked_options(cls: type, given: dict | None, what: str) -> dict:
+    """``given`` as a new dict after checking each key is a field of dataclass ``cls`` (for ``from_dict``).
+
+    Raises DataError "unknown {what} option(s) [...]: expected [...]" naming every unknown key.
+    """
+    d = dict(given or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise DataError(f"unknown {what} option(s) {unknown}: expected {sorted(known)}")
+    return d

@@ -17,7 +17,7 @@ corners would give rotation away without looking at the content (the seed crops 
 dark-free square for the same reason). Labels are balanced (index mod 7, seeded shuffle) and every
 random draw comes from a generator seeded by (data seed, split), so a dataset is reproducible.
 
-Registered as a data source, so everything that takes a dataset name takes ``transform-pairs``;
+Registered as a data source by core/data/registry.py (like every source), so everything that takes a dataset name takes ``transform-pairs``;
 a model sees it with channels ``ALL`` (every source channel passed through, see core/data/channels.py)
 and must accept ``in_channels = 6``.
 
@@ -29,12 +29,12 @@ and must accept ``in_channels = 6``.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from core.data.base import DataError, DatasetInfo, LoadedDataset, TensorSplit, seeded_generator
-from core.data.registry import SourceSpec, describe, load_dataset, register_source, resolve
 
 PAIR_CLASSES: tuple[str, ...] = (
     "none", "displacement", "rotation", "scaling",
@@ -49,7 +49,10 @@ SHIFT_RANGE = (0.12, 0.25)      # fraction of the image side
 DEGREE_RANGE = (15.0, 30.0)     # magnitude; the sign is random
 SCALE_RANGE = (1.2, 1.5)        # zoom-in factor (content appears this much larger)
 SOURCE_NAME = "transform-pairs"
+DESCRIPTION = ("seed 002 Q3: image + transformed copy stacked (6 channels); 7 classes none/displacement/rotation/"
+               "scaling and the three pairs; base=shapes by default")
 _BASE_OPTIONS = ("n_train", "n_val", "n_test", "use_cache", "download", "val_fraction")
+OPTIONS = ("base",) + _BASE_OPTIONS     # what load_dataset/describe accept for this source
 
 
 def transform_parameters(labels: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -124,8 +127,10 @@ def make_pairs(split: TensorSplit, seed: int, split_name: str) -> TensorSplit:
 
 
 def _base_name(base: str) -> str:
-    spec, _ = resolve(base)
-    if spec.name == SOURCE_NAME:
+    # Any other check (unknown source, missing folder) is the base's own describe/load's to make.
+    if not isinstance(base, str) or not base:
+        raise DataError(f"{SOURCE_NAME}: base must be a data source name, e.g. 'shapes', got {base!r}")
+    if base.partition(":")[0] == SOURCE_NAME:
         raise DataError(f"{SOURCE_NAME}: base cannot be {SOURCE_NAME} itself")
     return base
 
@@ -134,31 +139,29 @@ def _base_kw(options: dict) -> dict:
     return {k: v for k, v in options.items() if k in _BASE_OPTIONS and v is not None}
 
 
-def describe_pairs(path, *, base: str = "shapes", image_size: int | None = None, root=None, seed: int = 0,
-                   **options) -> dict:
-    """describe() of the pairs: the base's splits and size, 7 classes, twice the base's channels."""
-    d = describe(_base_name(base), image_size=image_size, root=root, data_seed=seed, **_base_kw(options))
-    return {"name": SOURCE_NAME, "num_classes": len(PAIR_CLASSES), "classes": list(PAIR_CLASSES),
-            "splits": dict(d["splits"]), "channels": 2 * int(d["channels"]), "image_size": d["image_size"]}
+def describe_pairs(path, *, describe_base: Callable[..., DatasetInfo], base: str = "shapes",
+                   image_size: int | None = None, root=None, seed: int = 0, **options) -> DatasetInfo:
+    """describe() of the pairs: the base's splits and size, 7 classes, twice the base's channels.
+
+    ``describe_base`` is ``core.data.describe`` (passed in by the registry, which imports this module).
+    """
+    d = describe_base(_base_name(base), image_size=image_size, root=root, data_seed=seed, **_base_kw(options))
+    return DatasetInfo(SOURCE_NAME, len(PAIR_CLASSES), list(PAIR_CLASSES), 2 * d.channels, d.image_size,
+                       splits=dict(d.splits))
 
 
-def load_pairs(path, *, base: str = "shapes", image_size: int | None = None, root=None, seed: int = 0,
-               max_train_samples: int | None = None, **options) -> LoadedDataset:
+def load_pairs(path, *, load_base: Callable[..., LoadedDataset], base: str = "shapes", image_size: int | None = None,
+               root=None, seed: int = 0, max_train_samples: int | None = None, **options) -> LoadedDataset:
     """Load ``base`` (same image size, root and data seed) and pair each split's images.
 
+    ``load_base`` is ``core.data.load_dataset`` (passed in by the registry, which imports this module).
     Returns LoadedDataset with images uint8 [N, 2C, H, W] and labels 0..6 (PAIR_CLASSES).
     """
-    base_ds = load_dataset(_base_name(base), image_size=image_size, root=root, data_seed=seed,
-                           max_train_samples=max_train_samples, **_base_kw(options))
+    base_ds = load_base(_base_name(base), image_size=image_size, root=root, data_seed=seed,
+                        max_train_samples=max_train_samples, **_base_kw(options))
     splits = {k: make_pairs(base_ds.split(k), seed, k) for k in ("train", "val", "test")}
     c = int(base_ds.train.images.shape[1])
     info = DatasetInfo(SOURCE_NAME, len(PAIR_CLASSES), list(PAIR_CLASSES), 2 * c, base_ds.info.image_size,
                        notes=f"pairs of {base} images (A, transformed A), {2 * c} channels; {base_ds.info.notes}")
     return LoadedDataset(info, **splits, meta={"base": base, "base_meta": base_ds.meta})
 
-
-register_source(SourceSpec(
-    SOURCE_NAME,
-    "seed 002 Q3: image + transformed copy stacked (6 channels); 7 classes none/displacement/rotation/"
-    "scaling and the three pairs; base=shapes by default",
-    describe_pairs, load_pairs, channels=6, options=("base",) + _BASE_OPTIONS))

@@ -7,13 +7,13 @@ non-local-means denoise (cached on disk) -> [per batch] augment -> normalise -> 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.data.base import DataError, TensorSplit, cache_dir, stable_key
+from core.data.base import DataError, TensorSplit, cache_dir, checked_options, stable_key
 
 
 @dataclass
@@ -36,11 +36,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "PreprocessConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise DataError(f"unknown preprocessing option(s) {unknown}: expected {sorted(known)}")
+        d = checked_options(cls, d, "preprocessing")
         return cls(**d)
 
     def validate(self) -> None:

@@ -12,22 +12,27 @@ from typing import Callable
 
 import torch
 
-from core.data import shapes, sources
-from core.data.base import DataError, LoadedDataset, seeded_generator
+import core.data.pairs as pairs
+import core.data.shapes as shapes
+import core.data.sources as sources
+from core.data.base import DataError, DatasetInfo, LoadedDataset, seeded_generator
 from core.data.preprocess import PreprocessConfig, denoise_images, resize_images
 
 
 @dataclass(frozen=True)
 class SourceSpec:
+    """One data source: its describe and load functions, and the options they accept."""
+
     name: str
     description: str
-    describe: Callable[..., dict]      # (path or None, **options) -> describe dict
+    describe: Callable[..., DatasetInfo]   # (path or None, **options) -> DatasetInfo with splits
     load: Callable[..., LoadedDataset]  # (path or None, **options) -> LoadedDataset
     needs_path: bool = False
     channels: int | None = 3           # None: decided by the files (folder sources)
     options: tuple[str, ...] = ()      # source-specific keyword options load_dataset/describe accept
 
     def check_options(self, given) -> None:
+        """DataError naming every option in ``given`` this source does not accept."""
         unknown = sorted(set(given) - set(self.options))
         if unknown:
             allowed = ", ".join(self.options) or "none"
@@ -38,6 +43,7 @@ _SOURCES: dict[str, SourceSpec] = {}
 
 
 def register_source(spec: SourceSpec) -> SourceSpec:
+    """Add a source to the registry (at import of this module); a name can be registered once."""
     if spec.name in _SOURCES:
         raise ValueError(f"data source {spec.name!r} registered twice")
     _SOURCES[spec.name] = spec
@@ -45,40 +51,58 @@ def register_source(spec: SourceSpec) -> SourceSpec:
 
 
 def _no_path(fn: Callable, *bound) -> Callable:
+    """Adapt a source function that takes no path (``fn(*bound, **kw)``) to the ``(path, **kw)`` form."""
     def call(path, **kw):
         return fn(*bound, **kw)
     return call
+
+
+_TORCHVISION_OPTIONS = ("download", "val_fraction", "use_cache")
+_FOLDER_OPTIONS = ("val_fraction", "test_fraction", "use_cache")
+
+
+def _register_torchvision(name: str, description: str, describe_fn: Callable, load_fn: Callable,
+                          channels: int) -> None:
+    """A torchvision dataset: one family of describe/load functions, bound to ``name``."""
+    register_source(SourceSpec(name, description, _no_path(describe_fn, name), _no_path(load_fn, name),
+                               channels=channels, options=_TORCHVISION_OPTIONS))
 
 
 register_source(SourceSpec(
     "shapes", "built-in 12-class colour shapes (generated, cached; colour-only and shape-only classes)",
     _no_path(shapes.describe_shapes), _no_path(shapes.load_shapes), channels=3,
     options=("n_train", "n_val", "n_test", "use_cache")))
-register_source(SourceSpec(
-    "fashion-mnist", "Zalando Fashion-MNIST, 10 classes, 28x28 gray (Debian package, root, or download)",
-    _no_path(sources.describe_mnist_like, "fashion-mnist"), _no_path(sources.load_mnist_like, "fashion-mnist"),
-    channels=1, options=("download", "val_fraction", "use_cache")))
-register_source(SourceSpec(
-    "mnist", "MNIST digits, 10 classes, 28x28 gray (root or download)",
-    _no_path(sources.describe_mnist_like, "mnist"), _no_path(sources.load_mnist_like, "mnist"), channels=1,
-    options=("download", "val_fraction", "use_cache")))
-register_source(SourceSpec(
-    "cifar10", "CIFAR-10, 10 classes, 32x32 colour (root or download)",
-    _no_path(sources.describe_cifar, "cifar10"), _no_path(sources.load_cifar, "cifar10"), channels=3,
-    options=("download", "val_fraction", "use_cache")))
-register_source(SourceSpec(
-    "cifar100", "CIFAR-100, 100 classes, 32x32 colour (root or download)",
-    _no_path(sources.describe_cifar, "cifar100"), _no_path(sources.load_cifar, "cifar100"), channels=3,
-    options=("download", "val_fraction", "use_cache")))
+_register_torchvision("fashion-mnist", "Zalando Fashion-MNIST, 10 classes, 28x28 gray (Debian package, root, or download)",
+                      sources.describe_mnist_like, sources.load_mnist_like, channels=1)
+_register_torchvision("mnist", "MNIST digits, 10 classes, 28x28 gray (root or download)",
+                      sources.describe_mnist_like, sources.load_mnist_like, channels=1)
+_register_torchvision("cifar10", "CIFAR-10, 10 classes, 32x32 colour (root or download)",
+                      sources.describe_cifar, sources.load_cifar, channels=3)
+_register_torchvision("cifar100", "CIFAR-100, 100 classes, 32x32 colour (root or download)",
+                      sources.describe_cifar, sources.load_cifar, channels=3)
 register_source(SourceSpec(
     "imagefolder", "PATH/train|val|test/CLASS/*.jpg, or PATH/CLASS/*.jpg split by seeded ratio",
     sources.describe_imagefolder, sources.load_imagefolder, needs_path=True, channels=None,
-    options=("val_fraction", "test_fraction", "use_cache")))
+    options=_FOLDER_OPTIONS))
 register_source(SourceSpec(
     "listfile", "PATH/train.txt, val.txt, test.txt with lines 'relative/path.jpg label' "
                 "(mini-ImageNet course format)",
     sources.describe_listfile, sources.load_listfile, needs_path=True, channels=None,
-    options=("val_fraction", "test_fraction", "use_cache")))
+    options=_FOLDER_OPTIONS))
+
+
+# transform-pairs is built from another source: it gets this module's describe/load_dataset as
+# arguments (see pairs.py), so pairs.py never imports the registry and there is no import cycle.
+def _describe_pairs(path, **kw) -> DatasetInfo:
+    return pairs.describe_pairs(path, describe_base=describe, **kw)
+
+
+def _load_pairs(path, **kw) -> LoadedDataset:
+    return pairs.load_pairs(path, load_base=load_dataset, **kw)
+
+
+register_source(SourceSpec(
+    pairs.SOURCE_NAME, pairs.DESCRIPTION, _describe_pairs, _load_pairs, channels=6, options=pairs.OPTIONS))
 
 
 def list_sources() -> list[str]:
@@ -87,6 +111,7 @@ def list_sources() -> list[str]:
 
 
 def source_specs() -> list[SourceSpec]:
+    """Every registered source, in registration order."""
     return list(_SOURCES.values())
 
 
@@ -106,19 +131,19 @@ def resolve(name: str) -> tuple[SourceSpec, str | None]:
     return spec, (path or None)
 
 
-def describe(name: str, **kw) -> dict:
-    """{name, num_classes, classes, splits: {train, val, test}, channels, image_size} without decoding
-    images (folder sources list files and read headers). ``kw``: image_size, root, data_seed, and
-    source options (n_train/n_val/n_test for shapes, val_fraction, test_fraction). ``seed`` (a
-    training seed) is accepted and ignored: it does not change the dataset."""
+def describe(name: str, **kw) -> DatasetInfo:
+    """A DatasetInfo (name, num_classes, classes, channels, image_size, splits {train, val, test})
+    without decoding images (folder sources list files and read headers). ``kw``: image_size, root,
+    data_seed, and source options (n_train/n_val/n_test for shapes, val_fraction, test_fraction).
+    ``seed`` (a training seed) is accepted and ignored: it does not change the dataset."""
     spec, path = resolve(name)
     kw = {k: v for k, v in kw.items() if v is not None}
     kw.pop("seed", None)
     data_seed = int(kw.pop("data_seed", 0))
     spec.check_options(set(kw) - {"image_size", "root"})
-    d = spec.describe(path, seed=data_seed, **kw)
-    d["name"] = name
-    return d
+    info = spec.describe(path, seed=data_seed, **kw)
+    info.name = name
+    return info
 
 
 def load_dataset(name: str, *, image_size: int | None = None, root=None, seed: int = 0,

@@ -253,9 +253,8 @@ def load_shapes(*, image_size: int | None = None, seed: int = 0, n_train: int | 
 
 
 def describe_shapes(*, image_size: int | None = None, n_train: int | None = None, n_val: int | None = None,
-                    n_test: int | None = None, name: str = "shapes", **_: object) -> dict:
-    size = int(image_size or DEFAULT_SIZE)
+                    n_test: int | None = None, name: str = "shapes", **_: object) -> DatasetInfo:
+    """The shapes dataset's classes and split sizes, without generating an image."""
     counts = {"train": n_train, "val": n_val, "test": n_test}
-    return {"name": name, "num_classes": len(CLASSES), "classes": list(CLASSES),
-            "splits": {k: int(DEFAULT_SPLITS[k] if v is None else v) for k, v in counts.items()},
-            "channels": 3, "image_size": size}
+    return DatasetInfo(name, len(CLASSES), list(CLASSES), 3, int(image_size or DEFAULT_SIZE),
+                       splits={k: int(DEFAULT_SPLITS[k] if v is None else v) for k, v in counts.items()})

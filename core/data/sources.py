@@ -115,13 +115,13 @@ def _how_to_get(name: str, root, searched: list[Path], error: str) -> str:
 
 
 def describe_mnist_like(name: str, *, image_size: int | None = None, val_fraction: float = DEFAULT_VAL_FRACTION,
-                        **_: object) -> dict:
+                        **_: object) -> DatasetInfo:
+    """MNIST / Fashion-MNIST from their fixed sizes: 1 channel, 28 px, val carved from train."""
     spec = _MNIST_LIKE[name]
     n_train, n_test = spec["sizes"]
     n_val = int(round(n_train * val_fraction))
-    return {"name": name, "num_classes": len(spec["classes"]), "classes": list(spec["classes"]),
-            "splits": {"train": n_train - n_val, "val": n_val, "test": n_test}, "channels": 1,
-            "image_size": int(image_size or 28)}
+    return DatasetInfo(name, len(spec["classes"]), list(spec["classes"]), 1, int(image_size or 28),
+                       splits={"train": n_train - n_val, "val": n_val, "test": n_test})
 
 
 def load_mnist_like(name: str, *, root=None, seed: int = 0, download: bool | None = None,
@@ -170,12 +170,11 @@ _CIFAR = {"cifar10": ("CIFAR10", 10), "cifar100": ("CIFAR100", 100)}
 
 
 def describe_cifar(name: str, *, image_size: int | None = None, val_fraction: float = DEFAULT_VAL_FRACTION,
-                   root=None, **_: object) -> dict:
+                   root=None, **_: object) -> DatasetInfo:
+    """CIFAR-10/100 from their fixed sizes: 3 channels, 32 px, val carved from the 50000 train images."""
     n_val = int(round(50000 * val_fraction))
-    classes = _cifar_classes(name, root)
-    return {"name": name, "num_classes": _CIFAR[name][1], "classes": classes,
-            "splits": {"train": 50000 - n_val, "val": n_val, "test": 10000}, "channels": 3,
-            "image_size": int(image_size or 32)}
+    return DatasetInfo(name, _CIFAR[name][1], _cifar_classes(name, root), 3, int(image_size or 32),
+                       splits={"train": 50000 - n_val, "val": n_val, "test": 10000})
 
 
 def _cifar_classes(name: str, root) -> list[str]:
@@ -334,6 +333,13 @@ def _finish_folder_dataset(name: str, classes: list[str], size: int, decoded: di
     return LoadedDataset(info, splits["train"], splits["val"], splits["test"], meta=meta)
 
 
+def _folder_info(name: str, classes: list[str], files: dict[str, list[Path]], image_size: int | None) -> DatasetInfo:
+    """describe() of a folder source: 1 channel when every file's header says grayscale, else 3."""
+    gray = all_gray_by_header([p for k in ("train", "val", "test") for p in files[k]])
+    return DatasetInfo(name, len(classes), classes, 1 if gray else 3, int(image_size or DEFAULT_FOLDER_SIZE),
+                       splits={k: len(files[k]) for k in ("train", "val", "test")})
+
+
 # =========================================================================== imagefolder:PATH
 
 def _folder_path(kind: str, path: str | None) -> Path:
@@ -395,12 +401,11 @@ def _imagefolder_plan(path: str | None, seed: int, val_fraction: float, test_fra
 
 def describe_imagefolder(path: str | None, *, image_size: int | None = None, seed: int = 0,
                          val_fraction: float = DEFAULT_VAL_FRACTION, test_fraction: float = DEFAULT_VAL_FRACTION,
-                         **_: object) -> dict:
+                         **_: object) -> DatasetInfo:
+    """The imagefolder's classes and split sizes from the file listing; channels from file headers."""
     root, classes, parts, _ = _imagefolder_plan(path, seed, val_fraction, test_fraction)
-    gray = all_gray_by_header([Path(p) for k in ("train", "val", "test") for p, _ in parts[k]])
-    return {"name": f"imagefolder:{path}", "num_classes": len(classes), "classes": classes,
-            "splits": {k: len(parts[k]) for k in ("train", "val", "test")}, "channels": 1 if gray else 3,
-            "image_size": int(image_size or DEFAULT_FOLDER_SIZE)}
+    files = {k: [Path(p) for p, _ in parts[k]] for k in ("train", "val", "test")}
+    return _folder_info(f"imagefolder:{path}", classes, files, image_size)
 
 
 def load_imagefolder(path: str | None, *, image_size: int | None = None, seed: int = 0,
@@ -503,12 +508,11 @@ def _listfile_class_names(root: Path, parts: dict, num_classes: int) -> list[str
 
 def describe_listfile(path: str | None, *, image_size: int | None = None, seed: int = 0,
                       val_fraction: float = DEFAULT_VAL_FRACTION, test_fraction: float = DEFAULT_VAL_FRACTION,
-                      **_: object) -> dict:
+                      **_: object) -> DatasetInfo:
+    """The listfile dataset's classes and split sizes from its .txt files; channels from file headers."""
     root, classes, parts, _ = _listfile_plan(path, seed, val_fraction, test_fraction)
-    gray = all_gray_by_header([p for k in ("train", "val", "test") for p, _, _ in parts[k]])
-    return {"name": f"listfile:{path}", "num_classes": len(classes), "classes": classes,
-            "splits": {k: len(parts[k]) for k in ("train", "val", "test")}, "channels": 1 if gray else 3,
-            "image_size": int(image_size or DEFAULT_FOLDER_SIZE)}
+    files = {k: [p for p, _, _ in parts[k]] for k in ("train", "val", "test")}
+    return _folder_info(f"listfile:{path}", classes, files, image_size)
 
 
 def load_listfile(path: str | None, *, image_size: int | None = None, seed: int = 0,

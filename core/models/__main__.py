@@ -1,17 +1,22 @@
-"""List the model zoo: ``python -m core.models [NAME ...] [--json]``.
+"""List the registered architectures: ``python -m core.models [NAME ...] [--json]``.
 
 Text output: one line per model (name, accepted input channels, smallest input size, one-line
 description, source), then its options with their defaults. ``--json`` prints a list of objects
 with the same fields. Naming an unknown model prints the known ones and exits with status 2.
+
+Models from ARCHSCOPE_MODELS files (see core/models/user_models.py) are listed with their file. When a
+file cannot be loaded, the models that did load are still listed, then each problem is printed on
+stderr as ``error: ARCHSCOPE_MODELS: FILE line N: ...`` and the status is 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from typing import Sequence
 
-from core.models.registry import ModelSpec, UnknownModelError, get_spec, list_models
+from core import cli
+from core.models.registry import ModelSpec, get_spec, list_models, user_model_problems
 
 
 def spec_to_dict(spec: ModelSpec) -> dict:
@@ -24,6 +29,8 @@ def spec_to_dict(spec: ModelSpec) -> dict:
         "variable_input": spec.variable_input,
         "min_input_size": spec.min_input_size,
         "options": spec.options,
+        "source_file": spec.source_file,        # None for a built-in
+        "source_sha256": spec.source_sha256,
     }
 
 
@@ -36,6 +43,8 @@ def format_table(specs: list[ModelSpec]) -> str:
         flags = f"C={channels}{' (one instance, variable)' if s.variable_input else ''}, >= {s.min_input_size}px"
         lines.append(f"{s.name:<{width}}  {s.description}")
         lines.append(f"{'':<{width}}  source: {s.source}; input: {flags}")
+        if s.source_file:
+            lines.append(f"{'':<{width}}  file: {s.source_file} (sha256 {s.source_sha256[:12]})")
         if s.options:
             opts = ", ".join(f"{k}={v!r}" for k, v in s.options.items())
             lines.append(f"{'':<{width}}  options: {opts}")
@@ -43,21 +52,32 @@ def format_table(specs: list[ModelSpec]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.models", description="List the registered architectures.")
-    parser.add_argument("names", nargs="*", help="only these models (default: all)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
-    try:
-        specs = [get_spec(n) for n in args.names] if args.names else list_models()
-    except UnknownModelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def build_parser() -> cli.Parser:
+    """``[NAME ...] [--json]``."""
+    parser = cli.parser("python -m core.models", __doc__)
+    parser.add_argument("names", nargs="*", help="only these models; none named: all of them")
+    cli.add_json(parser)
+    return parser
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    specs = [get_spec(n) for n in args.names] if args.names else list_models()   # UnknownModelError: exit 2
     if args.json:
         print(json.dumps([spec_to_dict(s) for s in specs], indent=2))
     else:
         print(format_table(specs))
-    return 0
+    # A broken ARCHSCOPE_MODELS file: the models that loaded are listed above, each problem
+    # follows on stderr, and the status says the listing is incomplete.
+    problems = user_model_problems()
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return cli.EXIT_INVALID if problems else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """List the registry; returns the exit code (2 with one stderr line for an unknown name)."""
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ baseline; we use 32-64-128-256 (doubling after every pooling, the usual choice),
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -147,49 +147,40 @@ def _widths(depth: int, widths: Sequence[int] | None) -> tuple[int, ...]:
     return widths
 
 
-_PLAIN_OPTIONS = {"widths": None, "kernel_size": 3, "dropout": 0.0}
+
+def _plain_factory(depth: int) -> Callable[..., PlainCNN]:
+    """The factory of the plain ``cnn{depth}``: cnn2, cnn3 and cnn4 differ only in their depth."""
+    def factory(num_classes: int, in_channels: int = 3, widths: Sequence[int] | None = None,
+                kernel_size: int = 3, dropout: float = 0.0) -> PlainCNN:
+        return PlainCNN(num_classes, in_channels, _widths(depth, widths), "plain", kernel_size, dropout=dropout)
+
+    factory.__name__ = factory.__qualname__ = f"cnn{depth}"
+    return factory
 
 
-@register_model(
+cnn2 = register_model(
     "cnn2",
     "2 blocks Conv-BN-ReLU-MaxPool (32, 64) + global pool + FC",
     source="seed 002 practical part (plain CNN twin of the deformable one)",
-    options=_PLAIN_OPTIONS,
-)
-def cnn2(num_classes: int, in_channels: int = 3, widths: Sequence[int] | None = None,
-         kernel_size: int = 3, dropout: float = 0.0) -> PlainCNN:
-    return PlainCNN(num_classes, in_channels, _widths(2, widths), "plain", kernel_size, dropout=dropout)
-
-
-@register_model(
+)(_plain_factory(2))
+cnn3 = register_model(
     "cnn3",
     "3 blocks Conv-BN-ReLU-MaxPool (32, 64, 128) + global pool + FC",
     source="seed 001 task 1 baseline (3-layer CNN)",
     in_channels=(1, 2, 3, 6),   # 6: an image pair stacked (transform-pairs, seed 002 question 3)
-    options=_PLAIN_OPTIONS,
-)
-def cnn3(num_classes: int, in_channels: int = 3, widths: Sequence[int] | None = None,
-         kernel_size: int = 3, dropout: float = 0.0) -> PlainCNN:
-    return PlainCNN(num_classes, in_channels, _widths(3, widths), "plain", kernel_size, dropout=dropout)
-
-
-@register_model(
+)(_plain_factory(3))
+cnn4 = register_model(
     "cnn4",
     "4 blocks Conv-BN-ReLU-MaxPool (32, 64, 128, 256) + global pool + FC",
     source="seeds 000/001 task II (plain 4-layer CNN to compare with ResNet-34)",
     in_channels=(1, 2, 3, 6),   # 6: an image pair stacked (transform-pairs, seed 002 question 3)
-    options=_PLAIN_OPTIONS,
-)
-def cnn4(num_classes: int, in_channels: int = 3, widths: Sequence[int] | None = None,
-         kernel_size: int = 3, dropout: float = 0.0) -> PlainCNN:
-    return PlainCNN(num_classes, in_channels, _widths(4, widths), "plain", kernel_size, dropout=dropout)
+)(_plain_factory(4))
 
 
 @register_model(
     "deform_cnn2",
     "cnn2 with every conv a deformable conv (offsets from a zero-initialised conv)",
     source="seed 002 practical part (Dai et al. 2017 deformable conv; modulated=True gives v2)",
-    options={"widths": None, "kernel_size": 3, "modulated": False, "dropout": 0.0},
 )
 def deform_cnn2(num_classes: int, in_channels: int = 3, widths: Sequence[int] | None = None,
                 kernel_size: int = 3, modulated: bool = False, dropout: float = 0.0) -> PlainCNN:
@@ -206,7 +197,6 @@ _DWSEP_BASES = {"cnn2": 2, "cnn3": 3, "cnn4": 4}
     "dwsep_cnn",
     "cnn2/3/4 with each conv replaced by depthwise k x k + pointwise 1x1 (separable=False: the plain twin)",
     source="seed 003 question 1 (MobileNet depthwise-separable convolution, Howard et al. 2017)",
-    options={"base": "cnn3", "separable": True, "widths": None, "kernel_size": 3, "dropout": 0.0},
 )
 def dwsep_cnn(num_classes: int, in_channels: int = 3, base: str = "cnn3", separable: bool = True,
               widths: Sequence[int] | None = None, kernel_size: int = 3, dropout: float = 0.0) -> PlainCNN:

@@ -4,16 +4,25 @@
     def cnn3(num_classes: int, in_channels: int = 3, **options) -> nn.Module: ...
 
     model = create_model("cnn3", num_classes=10, in_channels=2)
+
+Model files outside the package (``ARCHSCOPE_MODELS``, see user_models.py) are loaded after the
+built-ins, on first use, and register with the same decorator.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import os
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 from torch import nn
-from core.errors import ArchScopeError
+
+import core.models.user_models as user_models
+from core.errors import ArchScopeError, InvalidInputError
+from core.models.user_models import UserModelError
 
 # Family modules imported on first use, so registering is "one file plus one decorator"
 # once the file is named here.
@@ -24,8 +33,32 @@ FAMILY_MODULES = (
 )
 
 
+# Arguments every factory takes from create_model itself; the rest of its keyword parameters are its options.
+_BUILD_ARGS = ("num_classes", "in_channels")
+
+
+def factory_options(factory: Callable[..., nn.Module]) -> dict[str, Any]:
+    """A factory's options and their defaults, read from its signature (num_classes, in_channels excluded).
+
+    The signature is the one place an option and its default are written, so the listing, the
+    config validation and the dashboard's forms cannot drift from what the factory really takes.
+    Raises TypeError for a keyword parameter without a default: create_model could never fill it.
+    """
+    options: dict[str, Any] = {}
+    for name, param in inspect.signature(factory).parameters.items():
+        if name in _BUILD_ARGS or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if param.default is param.empty:
+            raise TypeError(f"model factory {factory.__qualname__}: option {name!r} needs a default value "
+                            "(create_model passes only num_classes and in_channels)")
+        options[name] = param.default
+    return options
+
+
 @dataclass(frozen=True)
 class ModelSpec:
+    """One registered architecture: how to build it and what it accepts."""
+
     name: str
     description: str
     source: str                       # seed or paper it reproduces
@@ -33,16 +66,36 @@ class ModelSpec:
     in_channels: tuple[int, ...] = (1, 2, 3)   # channel counts it accepts
     variable_input: bool = False      # one instance accepts 1, 2 or 3 channels without re-initialisation
     min_input_size: int = 28          # smallest H = W it supports
-    options: dict = field(default_factory=dict)  # documented options and their defaults
+    source_file: str | None = None    # a model file from ARCHSCOPE_MODELS (None: built in)
+    source_sha256: str | None = None  # sha256 of that file's text when it was loaded
+    # documented options and their defaults: the factory's keyword parameters (factory_options)
+    options: dict[str, Any] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", factory_options(self.factory))
 
 
 class UnknownModelError(ArchScopeError, KeyError):
+    """No model of that name; the message lists the known ones (exit 2 in a CLI)."""
+
     def __str__(self) -> str:  # KeyError quotes its message otherwise
         return str(self.args[0])
 
 
+class DuplicateModelError(InvalidInputError):
+    """A second registration of a name already taken; the message names both places."""
+
+
 _REGISTRY: dict[str, ModelSpec] = {}
 _loaded = False
+# (path, sha256) of the model file being imported from ARCHSCOPE_MODELS (user_models.py), so that
+# register_model can record where a model comes from without the file saying so.
+_loading_file: tuple[str, str] | None = None
+
+
+def registered_where(spec: ModelSpec) -> str:
+    """Where a model was registered: its ARCHSCOPE_MODELS file, or the built-in module."""
+    return spec.source_file or f"built-in {spec.factory.__module__}"
 
 
 def register_model(
@@ -53,29 +106,29 @@ def register_model(
     in_channels: tuple[int, ...] = (1, 2, 3),
     variable_input: bool = False,
     min_input_size: int = 28,
-    options: dict | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering ``factory(num_classes, in_channels, **options) -> nn.Module`` under ``name``."""
+    """Decorator registering ``factory(num_classes, in_channels, **options) -> nn.Module`` under ``name``.
+
+    The options (and their defaults) are the factory's other keyword parameters: see ``factory_options``.
+    """
 
     def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY and _REGISTRY[name].factory is not factory:
-            raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelSpec(
-            name=name,
-            description=description,
-            source=source,
-            factory=factory,
-            in_channels=tuple(in_channels),
-            variable_input=variable_input,
-            min_input_size=min_input_size,
-            options=dict(options or {}),
-        )
+        source_file, sha256 = _loading_file or (None, None)
+        spec = ModelSpec(name=name, description=description, source=source, factory=factory,
+                         in_channels=tuple(in_channels), variable_input=variable_input,
+                         min_input_size=min_input_size, source_file=source_file, source_sha256=sha256)
+        old = _REGISTRY.get(name)
+        if old is not None and old.factory is not factory:
+            raise DuplicateModelError(f"model {name!r} registered twice: already by {registered_where(old)}, "
+                                      f"again by {registered_where(spec)}")
+        _REGISTRY[name] = spec
         return factory
 
     return deco
 
 
 def _load_families() -> None:
+    """Import the built-in families, then the files named by ARCHSCOPE_MODELS (once per process)."""
     global _loaded
     if _loaded:
         return
@@ -86,18 +139,75 @@ def _load_families() -> None:
             if exc.name != mod:  # a real import error inside the family file
                 raise
     _loaded = True
+    load_user_models()   # a broken file is kept as a problem (user_model_problems), never raised here
+
+
+# --------------------------------------------------------------------------- ARCHSCOPE_MODELS files
+
+_user_problems: list[UserModelError] = []
+
+
+def user_model_problems() -> list[UserModelError]:
+    """The ARCHSCOPE_MODELS entries of the last load that were skipped, one error each (empty: all loaded)."""
+    _load_families()
+    return list(_user_problems)
+
+
+def load_user_models(value: str | None = None) -> list[UserModelError]:
+    """Register the models of every file ARCHSCOPE_MODELS (or ``value``) names; returns, and keeps, the problems.
+
+    Models of earlier loads stay registered; ``reload_user_models`` starts over.
+    """
+    value = os.environ.get(user_models.ENV_VAR, "") if value is None else value
+    files, problems = user_models.model_files(value)
+    for path in files:
+        try:
+            _load_user_file(path)
+        except UserModelError as exc:
+            problems.append(exc)
+    _user_problems[:] = problems
+    return list(problems)
+
+
+def reload_user_models(value: str | None = None) -> list[UserModelError]:
+    """Forget every model loaded from a file, then load ARCHSCOPE_MODELS (or ``value``) again."""
+    _load_families()
+    for name in [n for n, spec in _REGISTRY.items() if spec.source_file is not None]:
+        del _REGISTRY[name]
+    user_models.forget_model_modules()
+    return load_user_models(value)
+
+
+def _load_user_file(path: Path) -> None:
+    """Run one model file, recording it as the source of what it registers; all of its models or none."""
+    global _loading_file
+    source = user_models.read_model_file(path)
+    before = set(_REGISTRY)
+    _loading_file = (str(source.path), source.sha256)
+    try:
+        user_models.run_model_file(source)
+    except UserModelError:
+        for added in set(_REGISTRY) - before:
+            del _REGISTRY[added]
+        raise
+    finally:
+        _loading_file = None
 
 
 def list_models() -> list[ModelSpec]:
+    """Every registered model (built-in and ARCHSCOPE_MODELS files), sorted by name."""
     _load_families()
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
 def get_spec(name: str) -> ModelSpec:
+    """The spec of ``name``; UnknownModelError lists the known names (and any model file that failed)."""
     _load_families()
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY)) or "(none)"
-        raise UnknownModelError(f"unknown model {name!r}. Known models: {known}")
+        problems = _user_problems
+        broken = f". Model files that failed to load: {'; '.join(map(str, problems))}" if problems else ""
+        raise UnknownModelError(f"unknown model {name!r}. Known models: {known}{broken}")
     return _REGISTRY[name]
 
 

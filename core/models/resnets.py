@@ -21,7 +21,7 @@ points at a local weight file. Options:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -185,52 +185,37 @@ def load_pretrained(model: nn.Module, path: str | Path, head_prefix: str = "fc."
     return {"loaded": len(state), "skipped_head": skipped, "adapted": adapted}
 
 
-def _build_resnet(block, layers, num_classes, in_channels, small_input, pretrained_path, freeze_backbone):
-    model = ResNetClassifier(block, layers, num_classes, in_channels=in_channels, small_input=small_input)
-    if pretrained_path:
-        load_pretrained(model, pretrained_path)
-    if freeze_backbone:
-        model.freeze_backbone()
-    return model
+def _resnet_factory(name: str, block: type[BasicBlock] | type[Bottleneck],
+                    layers: list[int]) -> Callable[..., ResNetClassifier]:
+    """The factory of torchvision's ``name``: resnet18/34/50 differ only in block type and depths."""
+    def factory(num_classes: int, in_channels: int = 3, small_input: bool = False,
+                pretrained_path: str | None = None, freeze_backbone: bool = False) -> ResNetClassifier:
+        model = ResNetClassifier(block, layers, num_classes, in_channels=in_channels, small_input=small_input)
+        if pretrained_path:
+            load_pretrained(model, pretrained_path)
+        if freeze_backbone:
+            model.freeze_backbone()
+        return model
+
+    factory.__name__ = factory.__qualname__ = name
+    return factory
 
 
-_RESNET_OPTIONS = {"small_input": False, "pretrained_path": None, "freeze_backbone": False}
-
-
-@register_model(
+resnet18 = register_model(
     "resnet18",
     "torchvision ResNet-18 (from scratch unless pretrained_path; small_input stem for 32 px)",
     source="He et al. 2016; seeds 000 task I, 003 question 3",
-    options=_RESNET_OPTIONS,
-)
-def resnet18(num_classes: int, in_channels: int = 3, small_input: bool = False,
-             pretrained_path: str | None = None, freeze_backbone: bool = False) -> ResNetClassifier:
-    return _build_resnet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, small_input,
-                         pretrained_path, freeze_backbone)
-
-
-@register_model(
+)(_resnet_factory("resnet18", BasicBlock, [2, 2, 2, 2]))
+resnet34 = register_model(
     "resnet34",
     "torchvision ResNet-34 (the reference the seeds' small CNNs must reach 90% of)",
     source="He et al. 2016; seeds 000 and 001 task II",
-    options=_RESNET_OPTIONS,
-)
-def resnet34(num_classes: int, in_channels: int = 3, small_input: bool = False,
-             pretrained_path: str | None = None, freeze_backbone: bool = False) -> ResNetClassifier:
-    return _build_resnet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, small_input,
-                         pretrained_path, freeze_backbone)
-
-
-@register_model(
+)(_resnet_factory("resnet34", BasicBlock, [3, 4, 6, 3]))
+resnet50 = register_model(
     "resnet50",
     "torchvision ResNet-50, 2048-d embedding (linear probe with freeze_backbone, triplet loss)",
     source="He et al. 2016; seed 002 question 1",
-    options=_RESNET_OPTIONS,
-)
-def resnet50(num_classes: int, in_channels: int = 3, small_input: bool = False,
-             pretrained_path: str | None = None, freeze_backbone: bool = False) -> ResNetClassifier:
-    return _build_resnet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, small_input,
-                         pretrained_path, freeze_backbone)
+)(_resnet_factory("resnet50", Bottleneck, [3, 4, 6, 3]))
 
 
 # --------------------------------------------------------------------------- dynamic-conv ResNet-18
@@ -259,7 +244,6 @@ class DynamicResNet18(ResNetClassifier):
     "ResNet-18 with a dynamic first conv (attention over K kernels); accepts 1, 2 or 3 channels",
     source="seed 000 task I VariableInputConv; Chen et al. 2020 dynamic convolution",
     variable_input=True,
-    options={"small_input": False, "num_kernels": 4, "temperature": 1.0},
 )
 def dyconv_resnet18(num_classes: int, in_channels: int = 3, small_input: bool = False,
                     num_kernels: int = 4, temperature: float = 1.0) -> DynamicResNet18:
@@ -387,7 +371,6 @@ class CifarResNet(nn.Module):
     "CIFAR ResNet, 16-channel 3x3 stem, 3 stacks of n blocks (v1 standard post-act, v2 bottleneck pre-act)",
     source="seed 004 (He et al. 2016 CIFAR ResNet; seed's best: n=18, version 1)",
     min_input_size=8,
-    options={"n": 3, "version": 1},
 )
 def cifar_resnet(num_classes: int, in_channels: int = 3, n: int = 3, version: int = 1) -> CifarResNet:
     # Default n=3 (ResNet-20, 0.27 M params) trains on a laptop; pass n=18 for the seed's ResNet-110.

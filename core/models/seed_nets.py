@@ -89,7 +89,6 @@ class SeedAlexNet(nn.Module):
     "alexnet_seed",
     "Seed 003's CustomAlexNet (45,463,084 params at 3x224x224, 1000 classes); adaptive 6x6 pool below 224 px",
     source="seed 003 question 2 (Krizhevsky et al. 2012, 196-channel conv2 variant)",
-    options={"dropout": 0.5},
 )
 def alexnet_seed(num_classes: int, in_channels: int = 3, dropout: float = 0.5) -> SeedAlexNet:
     return SeedAlexNet(num_classes, in_channels, dropout)
@@ -181,7 +180,6 @@ class CiresanResidualNet(CiresanNet):
     "ciresan",
     "Ciresan et al.'s MNIST net: 7 conv 5x5 (48-128-192x5) + 3 max pools + fc_layers (1-5) FC",
     source="seed 003 question 3 (Ciresan et al., ICDAR 2011)",
-    options={"fc_layers": 3, "hidden": 512},
 )
 def ciresan(num_classes: int, in_channels: int = 1, fc_layers: int = 3, hidden: int = 512) -> CiresanNet:
     return CiresanNet(num_classes, in_channels, fc_layers, hidden)
@@ -191,7 +189,6 @@ def ciresan(num_classes: int, in_channels: int = 1, fc_layers: int = 3, hidden: 
     "ciresan_residual",
     "Ciresan net with residual connections around conv3, conv5, conv7 and fc_layers (1-5) FC",
     source="seed 003 question 3 (residual CiresanNet)",
-    options={"fc_layers": 3, "hidden": 512},
 )
 def ciresan_residual(num_classes: int, in_channels: int = 1, fc_layers: int = 3,
                      hidden: int = 512) -> CiresanResidualNet:
@@ -230,7 +227,6 @@ class PoolingChannelAttentionCNN(nn.Module):
     "Pooling channel attention (avg+max across channels, MLP) in front of cnn3; any channel count",
     source="seed 001 task 1 method 3 (PoolingChannelAttention)",
     variable_input=True,
-    options={"attention_channels": 3, "hidden": 8},
 )
 def pca_cnn(num_classes: int, in_channels: int = 3, attention_channels: int = 3,
             hidden: int = 8) -> PoolingChannelAttentionCNN:
@@ -289,7 +285,6 @@ class AttnDeformCNN4(nn.Module):
     "attn_deform_cnn4",
     "Conv with attention, GroupNorm, deformable conv v2, CBAM, 4 conv layers (ResNet-34 challenger)",
     source="seed 000 task II (Dai et al. 2017 / Zhu et al. 2019 deformable conv; Woo et al. 2018 CBAM)",
-    options={"modulated": True},
 )
 def attn_deform_cnn4(num_classes: int, in_channels: int = 3, modulated: bool = True) -> AttnDeformCNN4:
     return AttnDeformCNN4(num_classes, in_channels, modulated)
@@ -336,7 +331,6 @@ class SpatialAttnCNN4(nn.Module):
     "spatial_attn_cnn4",
     "3 conv blocks + spatial attention, max/avg pooling, dropout (the 'cool model' near ResNet-34)",
     source="seed 001 task II method 2 (spatial attention as in Woo et al. 2018)",
-    options={"dropout": 0.5},
 )
 def spatial_attn_cnn4(num_classes: int, in_channels: int = 3, dropout: float = 0.5) -> SpatialAttnCNN4:
     return SpatialAttnCNN4(num_classes, in_channels, dropout)
@@ -493,7 +487,6 @@ class ParallelCNN(nn.Module):
     "parallel_cnn",
     "Parallel branches (3-layer CNN, self-attention, RRDB, graph conv over positions) joined by an MLP",
     source="seed 001 task II method 1 (ESRGAN RRDB, Wang et al. 2018; GCN, Kipf & Welling 2017)",
-    options={"graph": "knn", "k": 8, "dropout": 0.2},
 )
 def parallel_cnn(num_classes: int, in_channels: int = 3, graph: str = "knn", k: int = 8,
                  dropout: float = 0.2) -> ParallelCNN:

@@ -4,6 +4,7 @@ Layers that have something worth drawing expose it through ``Tap`` modules (see 
 ``core.analysis.recorder.Recorder``.
 """
 
+from core.models.layers import attention
 from core.models.layers.attention import (
     CBAM,
     ChannelAttention,
@@ -24,10 +25,5 @@ __all__ = [
     "DeformConv2d",
     "DynamicConv2d",
     "KernelAttention",
-    "ChannelAttention",
-    "SpatialAttention",
-    "CBAM",
-    "SelfAttention2d",
-    "PoolingChannelAttention",
-    "ConvAttention",
+    *attention.__all__,   # the attention blocks, listed once in attention.py
 ]

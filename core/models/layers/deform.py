@@ -156,23 +156,15 @@ def deform_conv2d_grid_sample(
             f"{tuple(input.shape)} and {tuple(weight.shape)}"
         )
     b, c, h, w = input.shape
-    out_channels, c_per_group, kh, kw = weight.shape
+    kh, kw = weight.shape[2], weight.shape[3]
     ho = (h + 2 * pad_h - dil_h * (kh - 1) - 1) // stride_h + 1
     wo = (w + 2 * pad_w - dil_w * (kw - 1) - 1) // stride_w + 1
     groups, offset_groups = _check_shapes(input, offset, weight, bias, mask, (ho, wo))
     taps = kh * kw
     og = offset_groups
-    dtype, device = input.dtype, input.device
+    y, x = _sample_positions(offset, og, (kh, kw), (ho, wo), (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w),
+                             input.dtype)
 
-    # --- sampling positions in input pixels: base grid + learned displacement -------------------
-    # base_y[k, oy] = oy*stride - pad + i*dil for tap k = (i, j); same for x with (ox, j).
-    ky = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw) * dil_h  # (taps,)
-    kx = torch.arange(kw, device=device, dtype=dtype).repeat(kh) * dil_w              # (taps,)
-    oy = torch.arange(ho, device=device, dtype=dtype) * stride_h - pad_h               # (Ho,)
-    ox = torch.arange(wo, device=device, dtype=dtype) * stride_w - pad_w               # (Wo,)
-    off = offset.reshape(b, og, taps, 2, ho, wo)
-    y = off[:, :, :, 0] + (ky.view(taps, 1, 1) + oy.view(1, ho, 1))  # (B, og, taps, Ho, Wo)
-    x = off[:, :, :, 1] + (kx.view(taps, 1, 1) + ox.view(1, 1, wo))
     # grid_sample with align_corners=False maps a normalised g to pixel ((g + 1) * size - 1) / 2, so
     # g = (2 * pixel + 1) / size - 1 (align_corners=True divides by size - 1, which breaks 1-pixel
     # inputs). The image is zero-padded on the bottom/right to power-of-two sizes: then this round
@@ -198,9 +190,36 @@ def deform_conv2d_grid_sample(
     columns = sampled.reshape(b, og, c // og, taps, ho * wo)
     if mask is not None:
         columns = columns * mask.reshape(b, og, 1, taps, ho * wo)
+    return _apply_weight(columns, weight, bias, groups, (ho, wo))
 
-    # --- one (batched) matmul with the weight --------------------------------------------------
-    l = ho * wo
+
+def _sample_positions(offset: torch.Tensor, og: int, kernel: tuple[int, int], out_hw: tuple[int, int],
+                      stride: tuple[int, int], padding: tuple[int, int],
+                      dilation: tuple[int, int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where every tap samples, in input pixels: base grid + learned displacement.
+
+    offset (B, 2*og*taps, Ho, Wo) -> y, x each (B, og, taps, Ho, Wo), with
+    base_y[k, oy] = oy*stride - pad + i*dil for tap k = (i, j); same for x with (ox, j).
+    """
+    (kh, kw), (ho, wo), taps = kernel, out_hw, kernel[0] * kernel[1]
+    device = offset.device
+    ky = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw) * dilation[0]  # (taps,)
+    kx = torch.arange(kw, device=device, dtype=dtype).repeat(kh) * dilation[1]              # (taps,)
+    oy = torch.arange(ho, device=device, dtype=dtype) * stride[0] - padding[0]             # (Ho,)
+    ox = torch.arange(wo, device=device, dtype=dtype) * stride[1] - padding[1]             # (Wo,)
+    off = offset.reshape(offset.shape[0], og, taps, 2, ho, wo)
+    y = off[:, :, :, 0] + (ky.view(taps, 1, 1) + oy.view(1, ho, 1))  # (B, og, taps, Ho, Wo)
+    x = off[:, :, :, 1] + (kx.view(taps, 1, 1) + ox.view(1, 1, wo))
+    return y, x
+
+
+def _apply_weight(columns: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int,
+                  out_hw: tuple[int, int]) -> torch.Tensor:
+    """The weighted sum: columns (B, og, C/og, taps, Ho*Wo) x weight (O, C/groups, kh, kw) -> (B, O, Ho, Wo)."""
+    b = columns.shape[0]
+    out_channels, c_per_group = weight.shape[0], weight.shape[1]
+    taps, l = columns.shape[3], columns.shape[4]
+    c = c_per_group * groups
     if groups == 1:
         # bmm on an expanded (stride-0) weight: torch.matmul would fold the batch into one mm by
         # copying the big columns tensor transposed, which measured ~1.7x slower here.
@@ -209,7 +228,7 @@ def deform_conv2d_grid_sample(
     else:
         w_g = weight.reshape(groups, out_channels // groups, c_per_group * taps)
         out = torch.matmul(w_g, columns.reshape(b, groups, c_per_group * taps, l))
-    out = out.reshape(b, out_channels, ho, wo)
+    out = out.reshape(b, out_channels, *out_hw)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out

@@ -482,14 +482,23 @@ def test_cli_json(capsys):
         (["cnn2", "--input", "3,32,32", "--classes", "0"], "--classes must be a positive integer, got 0"),
         (["cnn2", "--input", "3,8,8", "--classes", "10"], "too small for model 'cnn2'"),
         (["cnn2", "--input", "3,32", "--classes", "10"], "--input must be C,H,W"),
-        (["cnn2", "--input", "3,32,32", "--classes", "10", "--options", "{bad"], "--options is not valid JSON"),
+        (["cnn2", "--input", "3,32,32", "--classes", "10", "--model-options", "{bad"],
+         "--model-options needs a JSON object"),
+        (["cnn2", "--input", "3,32,32", "--classes", "10", "--model-options", "[1]"],
+         "--model-options needs a JSON object"),
+        (["cnn2", "--input", "3,32,32", "--classes", "10", "--model-options", '{"no_such": 1}'],
+         "cannot build model 'cnn2'"),
         (["cnn2", "--input", "9,32,32", "--classes", "10"], "input channels, got 9"),
     ],
 )
 def test_cli_bad_input(argv, message, capsys):
     if argv[0] != "no_such_model":
         require_model(argv[0])
-    assert main(argv) == 2
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's usage errors (a malformed --model-options) exit in parse_args
+        code = exc.code
+    assert code == 2
     err = capsys.readouterr().err
     assert message in err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -502,3 +511,31 @@ def test_cli_subprocess_exit_code():
                           "--classes", "3"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2
     assert "unknown model 'no_such_model'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_batch_norm_costs_the_same_whichever_backend_runs_it():
+    """cuDNN's batch norm (what BatchNorm dispatches to on a GPU) is priced like the CPU's native one."""
+    from core.analysis.complexity.aten_ops import aten_elementwise
+
+    out = torch.zeros(1, 8, 4, 4)
+    native = aten_elementwise("_native_batch_norm_legit_no_training", (out,), (out, out, out))
+    assert native == 2 * out.numel()
+    assert aten_elementwise("cudnn_batch_norm", (out,), (out, out, out, out)) == native
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_counts_do_not_depend_on_the_device():
+    # On a GPU, BatchNorm runs cudnn_batch_norm and the deformable conv torchvision's CUDA kernel.
+    for name, options in [("deform_cnn2", {"modulated": True}), ("dyconv_resnet18", {"small_input": True})]:
+        torch.manual_seed(0)
+        model = model_factory(name, options)
+        cpu = complexity_report(model, (3, 32, 32), cross_check=False)
+        gpu = complexity_report(model.cuda(), (3, 32, 32), cross_check=False)
+        assert (gpu.macs, gpu.elementwise_ops, gpu.params_total) == (cpu.macs, cpu.elementwise_ops, cpu.params_total)
+        assert gpu.flagged == cpu.flagged == []
+
+
+def model_factory(name: str, options: dict) -> nn.Module:
+    from core.models import create_model
+
+    return create_model(name, num_classes=10, in_channels=3, **options)

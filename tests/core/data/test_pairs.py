@@ -20,9 +20,9 @@ def ds():
 def test_registered_and_described():
     assert "transform-pairs" in list_sources()
     d = describe("transform-pairs", **SMALL)
-    assert d["channels"] == 6 and d["num_classes"] == 7
-    assert d["classes"][0] == "none" and d["classes"][6] == "rotation+scaling"
-    assert d["splits"] == {"train": 70, "val": 14, "test": 28}
+    assert d.channels == 6 and d.num_classes == 7
+    assert d.classes[0] == "none" and d.classes[6] == "rotation+scaling"
+    assert d.splits == {"train": 70, "val": 14, "test": 28}
 
 
 def test_shapes_labels_and_balance(ds):
@@ -129,3 +129,29 @@ def test_all_passthrough_in_the_loader(ds):
     assert select_channels(x3, "ALL") is x3
     raw, _ = next(iter(BatchLoader(ds.val, 14, shuffle=False, channels="ALL")))
     assert torch.equal((raw * 255).round().to(torch.uint8), ds.val.images)     # no normalisation: exact
+
+
+
+def test_pairs_module_imports_no_registry():
+    """The registry imports pairs and hands it describe/load_dataset: pairs importing core.data back
+    would be the import cycle core/suite.py used to work around."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(pairs.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m in ("core.data", "core.data.registry")}, imported
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch: 5-15 s on a shared CPU
+def test_pairs_is_registered_without_importing_it():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import core.data as d; print(d.describe('transform-pairs', n_train=7, n_val=7, n_test=7).channels)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["6"]

@@ -12,9 +12,9 @@ SMALL = dict(n_train=60, n_val=24, n_test=24)
 
 def test_shapes_describe_defaults():
     d = describe("shapes")
-    assert d["num_classes"] == len(CLASSES) >= 10
-    assert d["splits"] == {"train": 10000, "val": 1000, "test": 1000}
-    assert d["channels"] == 3 and d["image_size"] == 32
+    assert d.num_classes == len(CLASSES) >= 10
+    assert d.splits == {"train": 10000, "val": 1000, "test": 1000}
+    assert d.channels == 3 and d.image_size == 32
 
 
 def test_shapes_load_small_tensors_and_balance():
@@ -23,7 +23,7 @@ def test_shapes_load_small_tensors_and_balance():
     assert ds.train.labels.dtype == torch.int64
     counts = torch.bincount(ds.train.labels, minlength=len(CLASSES))
     assert counts.max() - counts.min() <= 1            # balanced
-    assert ds.describe()["splits"] == {"train": 60, "val": 24, "test": 24}
+    assert ds.describe().splits == {"train": 60, "val": 24, "test": 24}
     # images are not flat: textured background + object
     assert ds.train.images.float().std() > 20
 

@@ -43,7 +43,7 @@ def test_cli_lists_and_describes(capsys):
     assert "imagefolder:PATH" in capsys.readouterr().out
     assert cli_main(["describe", "shapes", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert set(d) >= {"name", "num_classes", "classes", "splits", "channels", "image_size"}
+    assert set(d) == {"name", "num_classes", "classes", "splits", "channels", "image_size"}   # as before DatasetInfo
     assert d["splits"] == {"train": 10000, "val": 1000, "test": 1000}
 
 
@@ -77,7 +77,7 @@ def make_listfile(root: Path) -> Path:
 def test_listfile_loads_with_grayscale_and_rgba_images(tmp_path):
     root = make_listfile(tmp_path / "mini")
     ds = load_dataset(f"listfile:{root}", image_size=16)
-    assert ds.describe()["splits"] == {"train": 10, "val": 2, "test": 2}
+    assert ds.describe().splits == {"train": 10, "val": 2, "test": 2}
     assert ds.info.channels == 3 and ds.info.classes == ["n001", "n002"]
     assert ds.train.images.shape == (10, 3, 16, 16) and ds.train.images.dtype == torch.uint8
     gray = ds.train.images[8]
@@ -86,7 +86,7 @@ def test_listfile_loads_with_grayscale_and_rgba_images(tmp_path):
     assert int(transparent.min()) == 255
     red = ds.train.images[0].float().mean((1, 2))
     assert red[0] > 150 and red[2] < 80
-    assert describe(f"listfile:{root}")["splits"] == {"train": 10, "val": 2, "test": 2}
+    assert describe(f"listfile:{root}").splits == {"train": 10, "val": 2, "test": 2}
 
 
 def test_listfile_all_grayscale_gives_one_channel(tmp_path):
@@ -96,7 +96,7 @@ def test_listfile_all_grayscale_gives_one_channel(tmp_path):
     (root / "train.txt").write_text("x0.png 0\nx1.png 1\n")
     (root / "val.txt").write_text("x2.png 1\n")
     (root / "test.txt").write_text("x2.png 0\n")
-    assert describe(f"listfile:{root}")["channels"] == 1
+    assert describe(f"listfile:{root}").channels == 1
     ds = load_dataset(f"listfile:{root}", image_size=8)
     assert ds.info.channels == 1 and ds.train.images.shape == (2, 1, 8, 8)
 
@@ -168,7 +168,7 @@ def test_imagefolder_with_split_subfolders(tmp_path):
                 write_img(root / split / cls / f"{i}.png", colour)
     ds = load_dataset(f"imagefolder:{root}", image_size=12)
     assert ds.info.classes == ["cat", "dog"] and ds.info.channels == 3
-    assert ds.describe()["splits"] == {"train": 6, "val": 2, "test": 4}
+    assert ds.describe().splits == {"train": 6, "val": 2, "test": 4}
     assert ds.train.images.shape == (6, 3, 12, 12)
     assert ds.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert ds.train.images[3, 2].float().mean() > 200         # dog images are blue
@@ -180,7 +180,7 @@ def test_imagefolder_single_folder_seeded_split(tmp_path):
         for i in range(10):
             write_img(root / cls / f"{i}.jpg", (i * 20, 50, 50))
     d0 = describe(f"imagefolder:{root}", data_seed=0)
-    assert d0["splits"] == {"train": 16, "val": 2, "test": 2}
+    assert d0.splits == {"train": 16, "val": 2, "test": 2}
     a = load_dataset(f"imagefolder:{root}", image_size=8, data_seed=0)
     b = load_dataset(f"imagefolder:{root}", image_size=8, data_seed=0, seed=9)   # training seed: same splits
     c = load_dataset(f"imagefolder:{root}", image_size=8, data_seed=1)
@@ -222,7 +222,7 @@ def test_mnist_from_a_local_root_of_idx_files(tmp_path):
     write_idx(raw / "t10k-labels-idx1-ubyte.gz", np.arange(5))
     ds = load_dataset("mnist", root=tmp_path)
     assert ds.info.channels == 1 and ds.info.num_classes == 10
-    assert ds.describe()["splits"] == {"train": 18, "val": 2, "test": 5}
+    assert ds.describe().splits == {"train": 18, "val": 2, "test": 5}
     assert ds.train.images.shape == (18, 1, 28, 28)
     small = load_dataset("mnist", root=tmp_path, image_size=14)
     assert small.test.images.shape == (5, 1, 14, 14) and small.info.image_size == 14
@@ -254,9 +254,9 @@ def test_cifar_tensors_and_carved_val(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR)
     ds = load_dataset("cifar10", root=tmp_path)
-    assert ds.describe()["splits"] == {"train": 27, "val": 3, "test": 10}
+    assert ds.describe().splits == {"train": 27, "val": 3, "test": 10}
     assert ds.train.images.shape == (27, 3, 32, 32) and int(ds.train.images[0, 2, 0, 0]) == 200
-    assert describe("cifar100")["num_classes"] == 100
+    assert describe("cifar100").num_classes == 100
 
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="Debian package dataset-fashion-mnist not installed "
@@ -269,7 +269,7 @@ def test_fashion_mnist_from_the_debian_package():
     assert ds.test.images.shape[1:] == (1, 28, 28)
     assert torch.bincount(ds.test.labels).tolist() == [1000] * 10
     d = describe("fashion-mnist")
-    assert d["splits"] == {"train": 54000, "val": 6000, "test": 10000} and d["channels"] == 1
+    assert d.splits == {"train": 54000, "val": 6000, "test": 10000} and d.channels == 1
 
 
 def test_unknown_source_option_is_named():
@@ -277,3 +277,15 @@ def test_unknown_source_option_is_named():
         load_dataset("mnist", n_train=5)
     with pytest.raises(DataError, match=r"colour"):
         describe("shapes", colour=True)
+
+
+def test_describe_returns_a_dataset_info_with_an_int_image_size():
+    from core.data import DatasetInfo
+
+    d = describe("shapes", image_size=48)
+    assert isinstance(d, DatasetInfo)
+    assert d.image_size == 48 and isinstance(d.image_size, int)
+    assert d.to_dict() == {"name": "shapes", "num_classes": d.num_classes, "classes": d.classes,
+                           "splits": {"train": 10000, "val": 1000, "test": 1000}, "channels": 3,
+                           "image_size": 48}
+    assert "notes" in DatasetInfo("x", 1, ["a"], 3, 8, notes="carved").to_dict()

@@ -6,6 +6,7 @@ import inspect
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from torch import nn
@@ -13,7 +14,8 @@ from torch import nn
 from core.models import registry
 from core.models.__main__ import main
 from core.models.registry import UnknownModelError, create_model, get_spec, list_models, register_model
-from tests.conftest import REPO
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_every_spec_documents_itself_and_its_options_match_the_factory():
@@ -109,3 +111,20 @@ def test_registering_a_new_model_is_one_decorator():
             register_model("tmp_linear_probe", "again", source="test")(lambda num_classes, in_channels: None)
     finally:
         registry._REGISTRY.pop("tmp_linear_probe", None)
+
+
+def test_options_are_read_from_the_factory_signature():
+    def factory(num_classes: int, in_channels: int = 3, width: int = 16, *, gated: bool = False, **extra) -> nn.Module:
+        return nn.Identity()
+
+    assert registry.factory_options(factory) == {"width": 16, "gated": False}
+    assert get_spec("dyconv_resnet18").options == {"small_input": False, "num_kernels": 4, "temperature": 1.0}
+
+
+def test_an_option_without_default_is_refused_at_registration():
+    def factory(num_classes: int, in_channels: int, depth: int) -> nn.Module:
+        return nn.Identity()
+
+    with pytest.raises(TypeError, match="option 'depth' needs a default"):
+        register_model("tmp_no_default", "test-only model", source="test")(factory)
+    assert "tmp_no_default" not in registry._REGISTRY
