@@ -30,8 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[1]   # core and dashboard are importable: the project is installed
 
 PAGES = ["overview", "train", "compare", "predict", "explain", "architecture"]
 HEADINGS = {"overview": "ArchScope", "train": "Train a model", "compare": "Compare runs", "predict": "Predict",

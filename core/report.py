@@ -2,10 +2,12 @@
 student can hand in: the comparison the Compare page shows, for any set of run folders.
 
 Sections: summary table (accuracy, macro F1, training time and speed), cost table (parameters,
-MACs, FLOPs from ``core.analysis.complexity`` at the run's input shape), learning curves, confusion
-matrices (row-normalised, counts on hover), and the channel-robustness heatmap (one row per run:
-the accuracy on each tested channel combination).
+MACs, FLOPs from ``core.analysis.complexity`` at the run's input shape), learning curves, the
+channel-robustness heatmap (one row per run: the accuracy on each tested channel combination) and
+confusion matrices (row-normalised, counts on hover).
 
+The rows come from ``core.analysis.compare`` and the figures from ``core.analysis.figures``: the
+same functions the Compare page calls, so the report and the page cannot disagree.
 plotly.js is inlined once (in the first figure), so the file opens offline, with no network.
 A folder that holds run folders (e.g. ``checkpoints``) stands for all of them.
 
@@ -15,18 +17,18 @@ A folder that holds run folders (e.g. ``checkpoints``) stands for all of them.
 
 from __future__ import annotations
 
-import argparse
 import html
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-from core.errors import InvalidInputError
+from core import cli
+from core.analysis import compare
+from core.errors import FailedError, InvalidInputError
 from core.training.run_folder import RunFolder, list_runs
 
-COMBO_ORDER = ("RGB", "RG", "RB", "GB", "R", "G", "B", "L", "ALL")
 MAX_CONFUSION_FIGURES = 40     # beyond this the file gets heavy; the rest are listed, not drawn
 
 
@@ -60,34 +62,14 @@ def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
     return unique
 
 
-def run_cost(config: dict) -> dict:
-    """{params, macs, flops, input} of the run's model at its input shape, or {error} when it cannot be
-    counted (unknown model, missing run section). Uses core.analysis.complexity without cross-checks."""
-    from core.analysis.complexity import model_complexity
-
-    run = config.get("run") or {}
-    try:
-        shape = (int(run["in_channels"]), int(run["image_size"]), int(run["image_size"]))
-        rep = model_complexity(str(config["model"]), shape, int(run["num_classes"]),
-                               dict(config.get("model_options") or {}), cross_check=False)
-    except KeyError as exc:
-        return {"error": f"config.json lacks {exc} (no run section: training never started?)"}
-    except Exception as exc:  # noqa: BLE001 - a cost that cannot be counted is shown as such
-        return {"error": f"{type(exc).__name__}: {exc}"}
-    return {"params": rep.params_total, "macs": rep.macs, "flops": rep.flops, "input": "x".join(map(str, shape))}
-
-
 def collect(run_dir: str | Path, *, with_cost: bool = True) -> dict:
-    """Everything the report shows about one run folder (never raises for a broken run)."""
+    """Everything the report shows about one run folder (never raises for a broken run): its
+    ``compare.run_summary`` row (with the cost when ``with_cost``), config, metrics and eval."""
     run = RunFolder(run_dir)
     config = run.read_config() or {}
-    metrics = run.read_metrics()
-    ev = run.read_eval()
-    return {
-        "run_id": run.run_id, "path": str(run.path), "config": config, "status": run.read_status(),
-        "metrics": metrics, "eval": ev, "problems": run.problems(),
-        "cost": run_cost(config) if (with_cost and config) else {},
-    }
+    cost = compare.run_cost(run.path) if (with_cost and config) else {}
+    return {"run_id": run.run_id, "path": str(run.path), "config": config, "metrics": run.read_metrics(),
+            "eval": run.read_eval(), "problems": run.problems(), "row": compare.run_summary(run, cost=cost)}
 
 
 # ==== formatting =============================================================================
@@ -95,14 +77,17 @@ def _e(x: object) -> str:
     return html.escape(str(x), quote=True)
 
 
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and not (isinstance(x, float) and math.isnan(x))
+
+
 def _num(x: object, fmt: str = "{:.4f}") -> str:
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return fmt.format(x)
+    """A number formatted, or "–" for a missing one (None, NaN, text)."""
+    return fmt.format(x) if _is_number(x) else "–"
 
 
 def _big(x: object) -> str:
-    if not isinstance(x, (int, float)):
+    if not _is_number(x):
         return "–"
     for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(x) >= div:
@@ -116,129 +101,105 @@ def _table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _summary_rows(runs: list[dict]) -> list[list[str]]:
+# ==== sections ===============================================================================
+def _summary_section(runs: list[dict]) -> str:
     rows = []
     for r in runs:
-        c, ev, m = r["config"], r["eval"] or {}, r["metrics"]
-        vals = [x["val_acc"] for x in m if isinstance(x.get("val_acc"), (int, float))]
-        secs = sum(x.get("seconds") or 0 for x in m)
-        ips = [x["images_per_s"] for x in m if isinstance(x.get("images_per_s"), (int, float))]
+        row = r["row"]
         rows.append([
-            f"<b>{_e(r['run_id'])}</b>", _e(c.get("model", "?")), _e(c.get("dataset", "?")),
-            _e(f"{c.get('channels') or 'default'} / {c.get('channel_strategy', '?')}"),
-            _e(f"{len(m)}/{c.get('epochs', '?')}"), _e(r["status"].get("state", "?")),
-            _num(ev.get("test_acc")), _num((ev.get("macro") or {}).get("f1")), _num(max(vals) if vals else None),
-            _num(secs, "{:.0f}") if m else "–", _num(sum(ips) / len(ips) if ips else None, "{:,.0f}"),
-            _num(ev.get("inference_images_per_s"), "{:,.0f}"),
+            f"<b>{_e(r['run_id'])}</b>", _e(row.get("model") or "?"), _e(row.get("dataset") or "?"),
+            _e(f"{row.get('channels') or 'default'} / {row.get('strategy') or '?'}"),
+            _e(f"{row['epochs_done']}/{row.get('epochs') or '?'}"), _e(row.get("state", "?")),
+            _num(row.get("test_acc")), _num(row.get("macro_f1")), _num(row.get("best_val_acc")),
+            _num(row.get("train_seconds"), "{:.0f}"), _num(row.get("train_images_per_s"), "{:,.0f}"),
+            _num(row.get("inference_images_per_s"), "{:,.0f}"),
         ])
-    return rows
+    out = "<h2>Summary</h2>" + _table(["run", "model", "dataset", "channels / strategy", "epochs", "state", "test acc",
+                                       "macro F1", "best val acc", "train s", "train img/s", "inference img/s"], rows)
+    broken = [r for r in runs if r["problems"]]
+    if broken:
+        out += "<p class='note'>" + "<br>".join(f"{_e(r['run_id'])}: {_e('; '.join(r['problems']))}"
+                                                for r in broken) + "</p>"
+    return out
 
 
-def _pct(value: object, ref: object) -> str:
-    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (value, ref))
-    return f"{100.0 * value / ref:.1f} %" if ok and ref else "–"
+def _cost_section(runs: list[dict], reference: str | None) -> str:
+    """The Compare page's cost table (``figures.cost_table_frame``) as HTML; with a reference, each
+    run's accuracy, parameters and MACs as a percent of the reference's (seeds 000/001: reach 90 %
+    of ResNet-34 at a fraction of its cost)."""
+    from core.analysis.figures import cost_table_frame
 
-
-def _cost_rows(runs: list[dict], reference: dict | None = None) -> list[list[str]]:
-    """One row per run; with ``reference`` (a collected run) also accuracy, parameters and MACs as a
-    percent of the reference's (seeds 000/001: reach 90 % of ResNet-34 at a fraction of its cost)."""
-    ref_acc = ((reference or {}).get("eval") or {}).get("test_acc")
-    ref_cost = (reference or {}).get("cost") or {}
+    table = cost_table_frame([r["row"] for r in runs], reference=reference)
+    pct = "{:.1f} %"
     rows = []
-    for r in runs:
-        cost, ev = r["cost"], r["eval"] or {}
-        acc = ev.get("test_acc")
-        extra = ([_pct(acc, ref_acc), _pct(cost.get("params"), ref_cost.get("params")),
-                  _pct(cost.get("macs"), ref_cost.get("macs"))] if reference is not None else [])
-        if "error" in cost or not cost:
-            rows.append([f"<b>{_e(r['run_id'])}</b>", _e(r["config"].get("model", "?")), "–", "–", "–", "–",
-                         _num(acc), _e(cost.get("error", "not counted"))] + extra)
-            continue
-        per_gmac = acc / (cost["macs"] / 1e9) if isinstance(acc, (int, float)) and cost["macs"] else None
-        rows.append([f"<b>{_e(r['run_id'])}</b>", _e(r["config"].get("model", "?")), _e(cost["input"]),
-                     f"{cost['params']:,}", f"{cost['macs']:,}", _big(cost["flops"]), _num(acc),
-                     _num(per_gmac, "{:.2f}")] + extra)
-    return rows
+    for t in table.to_dict("records"):
+        cells = [f"<b>{_e(t['run_id'])}</b>", _e(t.get("model") or "?"), _e(t.get("input") or "–"),
+                 _num(t["params"], "{:,.0f}"), _num(t["macs"], "{:,.0f}"), _big(t["flops"]), _num(t["test_acc"]),
+                 _num(t["acc_per_gmac"], "{:.2f}")]
+        if reference is not None:
+            cells += [_num(t["acc_pct_of_ref"], pct), _num(t["params_pct_of_ref"], pct), _num(t["macs_pct_of_ref"], pct)]
+        rows.append(cells + [_e(t.get("cost_note") or "")])
+    ref_cols = [f"acc % of {reference}", "params %", "MACs %"] if reference is not None else []
+    return ("<h2>Cost</h2><p class='note'>Parameters and multiply-accumulates (MACs) for one image at the run's "
+            "input shape (C x H x W), counted by core.analysis.complexity; FLOPs = 2 x MACs; accuracy points "
+            "per 10<sup>9</sup> MACs.</p>"
+            + _table(["run", "model", "input", "params", "MACs", "FLOPs", "test acc", "acc % per GMAC"] + ref_cols
+                     + ["note"], rows))
 
 
-# ==== figures ================================================================================
-def _curves_figure(runs: list[dict]):
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+def _curves_section(runs: list[dict], figure: Callable) -> str:
+    from core.analysis.figures import curves_figure
 
-    fig = make_subplots(rows=2, cols=2, subplot_titles=("train loss", "validation loss", "train accuracy",
-                                                        "validation accuracy"), vertical_spacing=0.16)
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-               "#bcbd22", "#17becf"]
-    for i, r in enumerate(runs):
-        m = [x for x in r["metrics"] if isinstance(x.get("epoch"), (int, float))]
-        if not m:
-            continue
-        colour = palette[i % len(palette)]
-        for k, (key, row, col) in enumerate((("train_loss", 1, 1), ("val_loss", 1, 2), ("train_acc", 2, 1),
-                                             ("val_acc", 2, 2))):
-            pts = [(x["epoch"], x.get(key)) for x in m if isinstance(x.get(key), (int, float))]
-            if not pts:
-                continue
-            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
-                                     name=r["run_id"], legendgroup=r["run_id"], showlegend=(k == 0),
-                                     line={"color": colour}), row=row, col=col)
-    fig.update_xaxes(title_text="epoch", row=2)
-    fig.update_layout(height=620, margin={"t": 40, "l": 40, "r": 20, "b": 40}, legend={"orientation": "h", "y": -0.12})
-    return fig
+    out = "<h2>Learning curves</h2>"
+    if not any(r["metrics"] for r in runs):
+        return out + "<p class='note'>No run has a completed epoch yet.</p>"
+    # One group per run: a report lists runs; the page's seed bands are an on-screen option.
+    fig = curves_figure([(r["run_id"], [r["metrics"]]) for r in runs if r["metrics"]])
+    return out + "<p class='note'>Dashed: train, solid: validation.</p>" + figure(fig)
 
 
-def _confusion_figure(r: dict):
-    import plotly.graph_objects as go
+def _robustness_section(runs: list[dict], figure: Callable) -> str:
+    from core.analysis.figures import robustness_heatmap
 
-    ev = r["eval"]
-    cm = ev.get("confusion_matrix") or []
-    classes = [str(c) for c in (ev.get("classes") or range(len(cm)))]
-    norm = []
-    for row in cm:
-        total = sum(row)
-        norm.append([v / total if total else 0.0 for v in row])
-    fig = go.Figure(go.Heatmap(z=norm, x=classes, y=classes, customdata=cm, zmin=0, zmax=1, colorscale="Blues",
-                               text=[[str(v) for v in row] for row in cm], texttemplate="%{text}",
-                               hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata} images "
-                                             "(%{z:.1%} of the row)<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", title_text="true")
-    fig.update_xaxes(title_text="predicted", tickangle=-40)
-    side = max(320, 34 * len(classes) + 160)
-    fig.update_layout(title={"text": f"{r['run_id']}: test accuracy {_num(ev.get('test_acc'))}", "font": {"size": 13}},
-                      height=side, width=side + 80, margin={"t": 40, "l": 10, "r": 10, "b": 10})
-    return fig
+    out = "<h2>Channel robustness</h2>"
+    labels, combos, z = compare.robustness_by_run([(r["run_id"], r["eval"]) for r in runs])
+    if not labels:
+        return out + "<p class='note'>No run has an eval.json with a channel-robustness row.</p>"
+    return (out + "<p class='note'>Test accuracy of each run (row) on each channel combination (column), "
+            "presented with the run's own strategy; n/a: not testable with that strategy (a fixed-input "
+            "model trained with 'drop' only takes its own channel count).</p>"
+            + figure(robustness_heatmap(labels, combos, z)))
 
 
-def robustness_matrix(runs: list[dict]) -> tuple[list[str], list[str], list[list[float | None]]]:
-    """(row labels, tested combinations, accuracies) of the runs whose eval.json has a
-    channel-robustness row; None where a combination was not tested."""
-    rows, labels, combos = [], [], []
-    for r in runs:
-        cr = (r["eval"] or {}).get("channel_robustness") or {}
-        tested = cr.get("tested") or {}
-        if not tested:
-            continue
-        for c in tested:
-            if c not in combos:
-                combos.append(c)
-        labels.append(f"{r['run_id']} (trained {cr.get('trained')}, {cr.get('strategy')})")
-        rows.append(tested)
-    order = [c for c in COMBO_ORDER if c in combos] + [c for c in combos if c not in COMBO_ORDER]
-    z = [[(t.get(c) if isinstance(t.get(c), (int, float)) else None) for c in order] for t in rows]
-    return labels, order, z
+def _confusion_section(runs: list[dict], figure: Callable) -> str:
+    from core.analysis.figures import confusion_figure
+
+    out = "<h2>Confusion matrices</h2>"
+    with_cm = [r for r in runs if (r["eval"] or {}).get("confusion_matrix")]
+    if not with_cm:
+        return out + "<p class='note'>No run has been evaluated yet (python -m core.evaluate RUN_DIR).</p>"
+    out += ("<p class='note'>Rows: true class, columns: predicted; colour: the fraction of the row (recall on the "
+            "diagonal), written in the cells up to 10 classes; hover for the count of test images.</p>"
+            "<div class='grid'>")
+    for r in with_cm[:MAX_CONFUSION_FIGURES]:
+        ev = r["eval"]
+        fig = confusion_figure(ev["confusion_matrix"], ev.get("classes"), run_id=r["run_id"],
+                               test_acc=ev.get("test_acc"))
+        # A page column gives the figure its width; a flex grid in a file does not: fix it.
+        fig.update_layout(width=fig.layout.height + 80)
+        out += f"<div>{figure(fig)}</div>"
+    out += "</div>"
+    if len(with_cm) > MAX_CONFUSION_FIGURES:
+        rest = ", ".join(_e(r["run_id"]) for r in with_cm[MAX_CONFUSION_FIGURES:])
+        out += f"<p class='note'>Not drawn (more than {MAX_CONFUSION_FIGURES}): {rest}</p>"
+    return out
 
 
-def _robustness_figure(labels, combos, z):
-    import plotly.graph_objects as go
-
-    text = [["n/a" if v is None else f"{v:.3f}" for v in row] for row in z]
-    fig = go.Figure(go.Heatmap(z=z, x=combos, y=labels, zmin=0, zmax=1, colorscale="Viridis", text=text,
-                               texttemplate="%{text}", hovertemplate="%{y}<br>tested %{x}: %{text}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(title_text="tested combination", side="top")
-    fig.update_layout(height=max(260, 34 * len(labels) + 120), margin={"t": 60, "l": 10, "r": 10, "b": 10})
-    return fig
+def _runs_section(runs: list[dict]) -> str:
+    return "<h2>Runs</h2>" + _table(["run", "folder", "config"], [[
+        f"<b>{_e(r['run_id'])}</b>", _e(r["path"]),
+        "<code>" + _e(", ".join(f"{k}={v}" for k, v in r["config"].items() if k != "run")) + "</code>"]
+        for r in runs])
 
 
 # ==== the document ===========================================================================
@@ -251,6 +212,21 @@ th{background:#f4f4f4} td:first-child,td:nth-child(2),td:nth-child(3),th:first-c
 """
 
 
+def _figure_writer() -> Callable:
+    """A function figure -> HTML fragment that inlines plotly.js in its first call only: one copy
+    of the library for the whole file."""
+    import plotly.io as pio
+
+    first = [True]
+
+    def figure(fig) -> str:
+        out = pio.to_html(fig, full_html=False, include_plotlyjs=first[0], config={"displaylogo": False})
+        first[0] = False
+        return out
+
+    return figure
+
+
 def build_report_html(run_dirs: Sequence[str | Path], *, title: str | None = None, with_cost: bool = True,
                       reference: str | None = None) -> str:
     """The whole report as one HTML string (plotly.js inlined once; no network needed to view it).
@@ -260,108 +236,56 @@ def build_report_html(run_dirs: Sequence[str | Path], *, title: str | None = Non
     Raises ReportError for a path that is neither, or a reference that is not among the runs.
     """
     import plotly
-    import plotly.io as pio
 
-    dirs = expand_run_dirs(run_dirs)
-    runs = [collect(d, with_cost=with_cost) for d in dirs]
-    ref = None
-    if reference is not None:
-        ref = next((r for r in runs if r["run_id"] == reference), None)
-        if ref is None:
-            raise ReportError(f"reference run {reference!r} is not among the runs: "
-                              f"{', '.join(r['run_id'] for r in runs)}")
+    runs = [collect(d, with_cost=with_cost) for d in expand_run_dirs(run_dirs)]
+    if reference is not None and reference not in {r["run_id"] for r in runs}:
+        raise ReportError(f"reference run {reference!r} is not among the runs: "
+                          f"{', '.join(r['run_id'] for r in runs)}")
     title = title or f"ArchScope report: {len(runs)} run{'s' if len(runs) != 1 else ''}"
-    parts: list[str] = []
-    first = [True]
-
-    def figure(fig) -> str:
-        # plotly.js goes into the first figure only: one copy for the whole file
-        out = pio.to_html(fig, full_html=False, include_plotlyjs=first[0], config={"displaylogo": False})
-        first[0] = False
-        return out
-
-    parts.append(f"<h1>{_e(title)}</h1>")
-    parts.append(f'<p class="note">Generated {_e(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))} by '
-                 f"<code>python -m core.report</code> from {len(runs)} run folder(s). Test accuracy and confusion "
-                 f"matrices come from each run's eval.json (its test split), curves from metrics.jsonl.</p>")
-    parts.append("<h2>Summary</h2>")
-    parts.append(_table(["run", "model", "dataset", "channels / strategy", "epochs", "state", "test acc",
-                         "macro F1", "best val acc", "train s", "train img/s", "inference img/s"],
-                        _summary_rows(runs)))
-    broken = [r for r in runs if r["problems"]]
-    if broken:
-        parts.append("<p class='note'>" + "<br>".join(f"{_e(r['run_id'])}: {_e('; '.join(r['problems']))}"
-                                                      for r in broken) + "</p>")
-    if with_cost:
-        parts.append("<h2>Cost</h2>")
-        parts.append("<p class='note'>Parameters and multiply-accumulates (MACs) for one image at the run's input "
-                     "shape (C x H x W), counted by core.analysis.complexity; FLOPs = 2 x MACs.</p>")
-        ref_cols = [f"acc % of {reference}", "params %", "MACs %"] if ref is not None else []
-        parts.append(_table(["run", "model", "input", "params", "MACs", "FLOPs", "test acc", "acc per GMAC"]
-                            + ref_cols, _cost_rows(runs, ref)))
-    parts.append("<h2>Learning curves</h2>")
-    if any(r["metrics"] for r in runs):
-        parts.append(figure(_curves_figure(runs)))
-    else:
-        parts.append("<p class='note'>No run has a completed epoch yet.</p>")
-    labels, combos, z = robustness_matrix(runs)
-    parts.append("<h2>Channel robustness</h2>")
-    if labels:
-        parts.append("<p class='note'>Test accuracy of each run (row) on each channel combination (column), "
-                     "presented with the run's own strategy; n/a: not testable with that strategy (a fixed-input "
-                     "model trained with 'drop' only takes its own channel count).</p>")
-        parts.append(figure(_robustness_figure(labels, combos, z)))
-    else:
-        parts.append("<p class='note'>No run has an eval.json with a channel-robustness row.</p>")
-    parts.append("<h2>Confusion matrices</h2>")
-    with_cm = [r for r in runs if (r["eval"] or {}).get("confusion_matrix")]
-    if with_cm:
-        parts.append("<p class='note'>Rows: true class, columns: predicted; colour is the fraction of the row, "
-                     "the number the count of test images.</p><div class='grid'>")
-        for r in with_cm[:MAX_CONFUSION_FIGURES]:
-            parts.append(f"<div>{figure(_confusion_figure(r))}</div>")
-        parts.append("</div>")
-        if len(with_cm) > MAX_CONFUSION_FIGURES:
-            rest = ", ".join(_e(r["run_id"]) for r in with_cm[MAX_CONFUSION_FIGURES:])
-            parts.append(f"<p class='note'>Not drawn (more than {MAX_CONFUSION_FIGURES}): {rest}</p>")
-    else:
-        parts.append("<p class='note'>No run has been evaluated yet (python -m core.evaluate RUN_DIR).</p>")
-    parts.append("<h2>Runs</h2>")
-    parts.append(_table(["run", "folder", "config"], [[
-        f"<b>{_e(r['run_id'])}</b>", _e(r["path"]),
-        "<code>" + _e(", ".join(f"{k}={v}" for k, v in r["config"].items() if k != "run")) + "</code>"]
-        for r in runs]))
-    parts.append(f"<p class='note'>plotly {plotly.__version__}</p>")
+    figure = _figure_writer()
+    parts = [
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="note">Generated {_e(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))} by '
+        f"<code>python -m core.report</code> from {len(runs)} run folder(s). Test accuracy and confusion "
+        f"matrices come from each run's eval.json (its test split), curves from metrics.jsonl.</p>",
+        _summary_section(runs),
+        _cost_section(runs, reference) if with_cost else "",
+        _curves_section(runs, figure),
+        _robustness_section(runs, figure),
+        _confusion_section(runs, figure),
+        _runs_section(runs),
+        f"<p class='note'>plotly {plotly.__version__}</p>",
+    ]
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{_e(title)}</title>"
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+            f"<style>{_CSS}</style></head><body>\n" + "\n".join(p for p in parts if p) + "\n</body></html>\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.report", description=__doc__.splitlines()[0])
+# ==== command line ===========================================================================
+def _main(argv: Sequence[str] | None) -> int:
+    p = cli.parser("python -m core.report", __doc__)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, or folders holding run folders")
-    p.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
-    p.add_argument("--title", default=None)
+    p.add_argument("--out", default="report.html", help="HTML file to write")
+    p.add_argument("--title", default=None, help="the report's heading (default: the number of runs)")
     p.add_argument("--no-cost", action="store_true", help="skip the cost table (no model is built)")
     p.add_argument("--reference", metavar="RUN_ID", help="show accuracy and cost as a percent of this run's "
                    "(e.g. small-resnet34)")
     args = p.parse_args(argv)
-    try:
-        text = build_report_html(args.run_dirs, title=args.title, with_cost=not args.no_cost,
-                                 reference=args.reference)
-    except ReportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    text = build_report_html(args.run_dirs, title=args.title, with_cost=not args.no_cost, reference=args.reference)
     from core.io import atomic_write_text
 
     out = Path(args.out)
     try:
         atomic_write_text(out, text)
     except OSError as exc:
-        print(f"error: cannot write {out}: {exc}", file=sys.stderr)
-        return 1
+        raise FailedError(f"cannot write {out}: {exc}") from None
     print(f"wrote {out} ({len(text) / 1e6:.1f} MB, {len(expand_run_dirs(args.run_dirs))} runs)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m core.report``: 0 written, 2 bad input (a path that is no run), 1 the file cannot be written."""
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,12 @@ Multipage via st.navigation; one file per page in dashboard/app_pages/. Pages st
 read run folders, call ``core`` and draw with plotly.
 """
 
-import sys
 from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `core` and `dashboard` importable from any cwd
-
-from dashboard.components.runs import sidebar_runs_root  # noqa: E402
+# `core` and `dashboard` are importable from any folder: the project is installed (pyproject.toml).
+from dashboard.components.runs import sidebar_runs_root
 
 st.set_page_config(page_title="ArchScope", layout="wide")
 

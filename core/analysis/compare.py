@@ -11,21 +11,30 @@ dashboard only draws what these functions return and the numbers are tested here
     pareto_front(costs, accuracies)        # boolean mask of non-dominated runs
     group_by_seed(rows)                    # runs differing only in seed -> mean +- std
     channel_robustness_matrix(evals)       # trained combination x tested combination
+    robustness_by_run([(run_id, ev), ...]) # one row per run x tested combination
+    run_cost(run_dir)                      # params / MACs / FLOPs at the run's input shape
+
+The figures drawn from these tables live in core/analysis/figures.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from core.data.channels import ALL_COMBO, CHANNEL_COMBOS, GRAYSCALE_COMBO
+from core.errors import ArchScopeError
 from core.training.run_folder import RunFolder
 
-# The seven colour-channel combinations in the order every matrix uses (grayscale sources: "L").
-COMBO_ORDER = ("RGB", "RG", "RB", "GB", "R", "G", "B")
+# Column / row order of every robustness matrix: the seven colour combinations, then grayscale and
+# passthrough; any other name (e.g. "random" as a trained row) follows.
+COMBO_ORDER: tuple[str, ...] = (*CHANNEL_COMBOS, GRAYSCALE_COMBO, ALL_COMBO)
 
 # Config keys that name a run or its bookkeeping, not an experimental condition: two runs whose
 # configs differ only in these (and the seed) are repeats of one experiment.
@@ -63,7 +72,7 @@ def run_summary(run: RunFolder, cost: dict | None = None) -> dict:
     ``core.analysis.complexity``) so this module stays free of model code.
     Row keys: run_id, path, state, model, dataset, channels, strategy, seed, epochs,
     epochs_done, test_acc, best_val_acc, final_train_loss, params, macs, flops, train_seconds,
-    train_images_per_s, inference_images_per_s, problems.
+    train_images_per_s, inference_images_per_s, macro_f1, input, cost_error, problems.
     """
     config = run.read_config() or {}
     status = run.read_status()
@@ -97,6 +106,9 @@ def run_summary(run: RunFolder, cost: dict | None = None) -> dict:
         "train_seconds": float(sum(seconds)) if seconds else None,
         "train_images_per_s": float(np.mean(ips)) if ips else None,
         "inference_images_per_s": ev.get("inference_images_per_s"),
+        "macro_f1": (ev.get("macro") or {}).get("f1") if isinstance(ev.get("macro"), dict) else None,
+        "input": cost.get("input"),
+        "cost_error": cost.get("error"),
         "problems": "; ".join(run.problems()),
     }
 
@@ -333,8 +345,111 @@ def channel_robustness_matrix(evals: Sequence[dict]) -> pd.DataFrame:
                 tested_seen.append(combo)
             if isinstance(value, (int, float)):
                 row.setdefault(combo, []).append(float(value))
-    columns = [c for c in COMBO_ORDER if c in tested_seen] + [c for c in tested_seen if c not in COMBO_ORDER]
+    columns = _in_combo_order(tested_seen)
     index_order = [c for c in COMBO_ORDER if c in acc] + sorted(c for c in acc if c not in COMBO_ORDER)
     data = [[float(np.mean(acc[t][c])) if acc[t].get(c) else np.nan for c in columns] for t in index_order]
     df = pd.DataFrame(data, index=pd.Index(index_order, name="trained"), columns=pd.Index(columns, name="tested"))
     return df
+
+
+def _in_combo_order(names: Sequence[str]) -> list[str]:
+    """``names`` in ``COMBO_ORDER``, any other name after them in the order seen."""
+    return [c for c in COMBO_ORDER if c in names] + [c for c in names if c not in COMBO_ORDER]
+
+
+def robustness_by_run(runs: Sequence[tuple[str, dict | None]]) -> tuple[list[str], list[str], list[list[float | None]]]:
+    """One row per run, unlike ``channel_robustness_matrix`` (which averages runs by trained combination).
+
+    runs: (run id, its eval.json or None). Returns (row labels "run (trained X, strategy)", tested
+    combinations in ``COMBO_ORDER``, accuracies [rows, combinations] with None where a combination
+    was not tested). Runs without a channel-robustness row are left out.
+    """
+    labels, rows, combos = [], [], []
+    for run_id, ev in runs:
+        cr = (ev or {}).get("channel_robustness") or {}
+        tested = cr.get("tested") if isinstance(cr, dict) else None
+        if not tested or not isinstance(tested, dict):
+            continue
+        combos.extend(c for c in tested if c not in combos)
+        labels.append(f"{run_id} (trained {cr.get('trained')}, {cr.get('strategy')})")
+        rows.append(tested)
+    order = _in_combo_order(combos)
+    z = [[(t.get(c) if isinstance(t.get(c), (int, float)) else None) for c in order] for t in rows]
+    return labels, order, z
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups of runs (for curves with seed bands)
+# ---------------------------------------------------------------------------------------------
+def group_runs(run_ids: Sequence[str], configs: Sequence[dict | None], *, by_seed: bool = True) -> dict[str, list[str]]:
+    """Display name -> member run ids. With ``by_seed``, runs whose configs differ only in seed share
+    one group named after its first run ("run (+2 seeds)"); otherwise every run is its own group."""
+    if len(run_ids) != len(configs):
+        raise ValueError("run_ids and configs must be parallel lists")
+    groups: dict[str, list[str]] = {}
+    for run_id, cfg in zip(run_ids, configs):
+        groups.setdefault(seed_group_key(cfg) if by_seed else run_id, []).append(run_id)
+    return {(v[0] if len(v) == 1 else f"{v[0]} (+{len(v) - 1} seeds)"): v for v in groups.values()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost of a run's architecture
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunArchitecture:
+    """What decides a run's parameters and MACs (not its seed or optimiser): runs that share one
+    count the same. options_json: the model options as sorted JSON (hashable, a cache key)."""
+
+    model: str
+    options_json: str
+    input_shape: tuple[int, int, int]      # C, H, W of one image at the model's input
+    num_classes: int
+
+    @property
+    def options(self) -> dict:
+        return json.loads(self.options_json)
+
+    @property
+    def input(self) -> str:
+        return "x".join(map(str, self.input_shape))
+
+
+def run_architecture(run_dir: str | Path) -> RunArchitecture:
+    """The architecture of the run in ``run_dir``, from its config.json.
+
+    Raises CheckpointError naming the file when config.json is missing, broken or has no ``run``
+    section (training never started), and when the image size is unknown.
+    """
+    from core.training.checkpoint import CheckpointError
+    from core.training.run_info import read_run_info
+
+    config, info = read_run_info(run_dir)
+    size = info.image_size or config.image_size
+    if not size:
+        raise CheckpointError(f"{Path(run_dir) / 'config.json'}: records no image size, so the cost cannot be counted")
+    return RunArchitecture(model=config.model, options_json=json.dumps(dict(config.model_options or {}), sort_keys=True),
+                           input_shape=(info.in_channels, int(size), int(size)), num_classes=info.num_classes)
+
+
+def architecture_cost(arch: RunArchitecture) -> dict:
+    """{params, macs, flops, input} of one image through ``arch``, or {error} when it cannot be
+    counted (unknown model, options the model refuses, an input too small for it: model_complexity
+    turns each into a ComplexityError naming the model and shape)."""
+    # Imported here: counting builds models; the tables above stay free of model code.
+    from core.analysis.complexity import model_complexity
+
+    try:
+        rep = model_complexity(arch.model, arch.input_shape, arch.num_classes, arch.options, cross_check=False)
+    except ArchScopeError as exc:
+        return {"error": str(exc)}
+    return {"params": int(rep.params_total), "macs": int(rep.macs), "flops": int(rep.flops), "input": arch.input}
+
+
+def run_cost(run_dir: str | Path) -> dict:
+    """``architecture_cost`` of the run in ``run_dir``; {error} for a run whose config cannot say
+    (never raises for a broken run)."""
+    try:
+        arch = run_architecture(run_dir)
+    except ArchScopeError as exc:
+        return {"error": str(exc)}
+    return architecture_cost(arch)

@@ -3,16 +3,15 @@
 import json
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard.components.runs import available_runs, require_module, run_label
+from core.analysis import complexity, conv_cost, figures
+from core.errors import ArchScopeError
+from core.models import registry
+from dashboard.components.runs import available_runs, run_architecture_or_none, run_label
 from dashboard.components.tables import show_table
 
 st.title("Architecture and cost")
-
-registry = require_module("core.models.registry", "The model list")
-complexity = require_module("core.analysis.complexity", "The complexity table")
 
 
 @st.cache_data(show_spinner="Counting parameters and MACs...", max_entries=64)
@@ -26,104 +25,92 @@ def _structure(name: str, in_ch: int, classes: int, options_json: str) -> str:
     return repr(registry.create_model(name, num_classes=classes, in_channels=in_ch, **json.loads(options_json)))
 
 
-if registry is not None and complexity is not None:
-    specs = {s.name: s for s in registry.list_models()}
-    source = st.radio("Model from", ["the model zoo", "a run"], horizontal=True, key="arch_source")
-    options: dict = {}
-    if source == "a run":
-        runs = [r for r in available_runs() if r.read_config()]
-        if not runs:
-            st.info("No run with a readable config.json in the runs folder; pick a model from the zoo instead.")
-            st.stop()
-        by_id = {r.run_id: r for r in runs}
-        rid = st.selectbox("Run", list(by_id), format_func=lambda k: run_label(by_id[k]), key="arch_run")
-        cfg = by_id[rid].read_config() or {}
-        info = cfg.get("run") or {}
-        name = cfg.get("model")
-        options = dict(cfg.get("model_options") or {})
-        size = info.get("image_size") or cfg.get("image_size") or 32
-        if isinstance(size, (list, tuple)):
-            size = size[0]
-        shape = (int(info.get("in_channels", 3)), int(size), int(size))
-        classes = int(info.get("num_classes", 10))
-        if name not in specs:
-            st.error(f"Run `{rid}` uses model {name!r}, which is not in this checkout's registry. "
-                     "Update ArchScope or pick a model from the zoo.")
-            st.stop()
-        st.caption(f"Input {shape[0]}x{shape[1]}x{shape[2]}, {classes} classes (from the run's config.json).")
+specs = {s.name: s for s in registry.list_models()}
+source = st.radio("Model from", ["the model zoo", "a run"], horizontal=True, key="arch_source")
+options: dict = {}
+if source == "a run":
+    archs = {r.run_id: (r, run_architecture_or_none(r)) for r in available_runs()}
+    archs = {rid: v for rid, v in archs.items() if v[1] is not None}
+    if not archs:
+        st.info("No run whose config.json records its model and input (a started training) in the runs "
+                "folder; pick a model from the zoo instead.")
+        st.stop()
+    rid = st.selectbox("Run", list(archs), format_func=lambda k: run_label(archs[k][0]), key="arch_run")
+    arch = archs[rid][1]
+    name, options, shape, classes = arch.model, arch.options, arch.input_shape, arch.num_classes
+    if name not in specs:
+        st.error(f"Run `{rid}` uses model {name!r}, which is not in this checkout's registry. "
+                 "Update ArchScope or pick a model from the zoo.")
+        st.stop()
+    st.caption(f"Input {shape[0]}x{shape[1]}x{shape[2]}, {classes} classes (from the run's config.json).")
+else:
+    name = st.selectbox("Model", list(specs), index=list(specs).index("cnn2") if "cnn2" in specs else 0,
+                        key="arch_model")
+    c1, c2, c3 = st.columns(3)
+    channel_choices = list(specs[name].in_channels)
+    # Colour input is the usual case; 6 channels (image pairs) exists only for cnn3/cnn4.
+    in_ch = c1.selectbox("Input channels", channel_choices,
+                         index=channel_choices.index(3) if 3 in channel_choices else 0, key="arch_c")
+    size = c2.number_input("Image size (px)", min_value=8, max_value=512, value=32, step=4, key="arch_size")
+    classes = c3.number_input("Classes", min_value=1, max_value=10000, value=10, key="arch_classes")
+    shape = (int(in_ch), int(size), int(size))
+    classes = int(classes)
+spec = specs[name]
+st.markdown(f"**{name}** — {spec.description}  \n*Reproduces:* {spec.source}")
+cross = st.toggle("Cross-check with ptflops and FlopCounterMode (slower)", value=False, key="arch_cross")
+try:
+    rep = _report(name, shape, classes, json.dumps(options, sort_keys=True), cross)
+except ArchScopeError as exc:      # ComplexityError names the model and the shape
+    st.error(f"Cannot count {name} at {'x'.join(map(str, shape))}: {exc}. "
+             "Try a larger image size or another channel count.")
+else:
+    m = st.columns(4)
+    m[0].metric("Parameters", f"{rep['params_total']:,}")
+    m[1].metric("MACs", f"{rep['macs']:,}")
+    m[2].metric("FLOPs (= 2 x MACs)", f"{rep['flops']:,}")
+    m[3].metric("Element-wise ops", f"{rep['elementwise_ops']:,}")
+    st.caption(rep["conventions"])
+    layers = pd.DataFrame(rep["layers"])
+    if rep["flagged_layers"]:
+        st.warning("A counter could not fully count these layers (flagged, not dropped): "
+                   + ", ".join(f"`{n}`" for n in rep["flagged_layers"]) + ". See their note column.")
     else:
-        name = st.selectbox("Model", list(specs), index=list(specs).index("cnn2") if "cnn2" in specs else 0,
-                            key="arch_model")
-        c1, c2, c3 = st.columns(3)
-        channel_choices = list(specs[name].in_channels)
-        # Colour input is the usual case; 6 channels (image pairs) exists only for cnn3/cnn4.
-        in_ch = c1.selectbox("Input channels", channel_choices,
-                             index=channel_choices.index(3) if 3 in channel_choices else 0, key="arch_c")
-        size = c2.number_input("Image size (px)", min_value=8, max_value=512, value=32, step=4, key="arch_size")
-        classes = c3.number_input("Classes", min_value=1, max_value=10000, value=10, key="arch_classes")
-        shape = (int(in_ch), int(size), int(size))
-        classes = int(classes)
-    spec = specs[name]
-    st.markdown(f"**{name}** — {spec.description}  \n*Reproduces:* {spec.source}")
-    cross = st.toggle("Cross-check with ptflops and FlopCounterMode (slower)", value=False, key="arch_cross")
-    try:
-        rep = _report(name, shape, classes, json.dumps(options, sort_keys=True), cross)
-    except Exception as exc:  # noqa: BLE001 - ComplexityError names model and shape; anything else is shown too
-        st.error(f"Cannot count {name} at {'x'.join(map(str, shape))}: {exc}. "
-                 "Try a larger image size or another channel count.")
-    else:
-        m = st.columns(4)
-        m[0].metric("Parameters", f"{rep['params_total']:,}")
-        m[1].metric("MACs", f"{rep['macs']:,}")
-        m[2].metric("FLOPs (= 2 x MACs)", f"{rep['flops']:,}")
-        m[3].metric("Element-wise ops", f"{rep['elementwise_ops']:,}")
-        st.caption(rep["conventions"])
-        layers = pd.DataFrame(rep["layers"])
-        if rep["flagged_layers"]:
-            st.warning("A counter could not fully count these layers (flagged, not dropped): "
-                       + ", ".join(f"`{n}`" for n in rep["flagged_layers"]) + ". See their note column.")
-        else:
-            st.success("Every layer was counted (no flagged layer).")
-        if not layers.empty:
-            layers["output_shape"] = layers["output_shape"].map(lambda s: "x".join(map(str, s)) if s else "")
-            cols = ["name", "type", "output_shape", "params", "macs", "elementwise_ops", "flagged", "counted_by",
-                    "formula", "note"]
-            layers = layers[[c for c in cols if c in layers.columns]]
-            st.subheader("Per-layer complexity")
-            show_table(layers, key="arch_layers", file_name=f"{name}_complexity.csv", hide_index=True)
-            top = layers[layers["macs"] > 0].nlargest(15, "macs")
-            if not top.empty:
-                fig = go.Figure(go.Bar(x=top["macs"], y=top["name"], orientation="h"))
-                fig.update_layout(title="Largest layers by MACs (one image)", xaxis_title="MACs",
-                                  yaxis=dict(autorange="reversed"), height=360, margin=dict(l=10, r=10, t=40, b=10))
-                st.plotly_chart(fig, key="arch_top")
-        if rep.get("cross_checks"):
-            st.subheader("Cross-checks")
-            cc = pd.DataFrame([{"counter": c["counter"], "macs": c["macs"], "note": c["note"], "error": c["error"],
-                                "layers disagreeing": len(c["disagreements"])} for c in rep["cross_checks"]])
-            show_table(cc, key="arch_cross_table")
-        with st.expander("Layer structure"):
-            try:
-                st.code(_structure(name, shape[0], classes, json.dumps(options, sort_keys=True)), language="text")
-            except Exception as exc:  # noqa: BLE001
-                st.error(f"Cannot build {name}: {exc}")
+        st.success("Every layer was counted (no flagged layer).")
+    if not layers.empty:
+        layers["output_shape"] = layers["output_shape"].map(lambda s: "x".join(map(str, s)) if s else "")
+        cols = ["name", "type", "output_shape", "params", "macs", "elementwise_ops", "flagged", "counted_by",
+                "formula", "note"]
+        layers = layers[[c for c in cols if c in layers.columns]]
+        st.subheader("Per-layer complexity")
+        show_table(layers, key="arch_layers", file_name=f"{name}_complexity.csv", hide_index=True)
+        top = figures.largest_layers_figure(layers)
+        if top is not None:
+            st.plotly_chart(top, key="arch_top")
+    if rep.get("cross_checks"):
+        st.subheader("Cross-checks")
+        cc = pd.DataFrame([{"counter": c["counter"], "macs": c["macs"], "note": c["note"], "error": c["error"],
+                            "layers disagreeing": len(c["disagreements"])} for c in rep["cross_checks"]])
+        show_table(cc, key="arch_cross_table")
+    with st.expander("Layer structure"):
+        try:
+            st.code(_structure(name, shape[0], classes, json.dumps(options, sort_keys=True)), language="text")
+        except (ArchScopeError, ValueError, TypeError) as exc:   # create_model's documented refusals
+            st.error(f"Cannot build {name}: {exc}")
 
 # -------------------------------------------------------------------------------------------------
 st.divider()
 st.subheader("Plain vs depthwise-separable convolution (seed 003, question 1)")
-conv_cost = require_module("core.analysis.conv_cost", "The convolution cost calculator")
-if conv_cost is not None:
-    c = st.columns(4)
-    M = c[0].number_input("M input channels", 1, 100000, 32, key="cc_m")
-    N = c[1].number_input("N output channels", 1, 100000, 64, key="cc_n")
-    Dk = c[2].number_input("Dk kernel size", 1, 31, 3, key="cc_dk")
-    Df = c[3].number_input("Df output size", 1, 4096, 56, key="cc_df")
-    cmp_ = conv_cost.compare_conv_costs(int(M), int(N), int(Dk), int(Df))
-    calc = pd.DataFrame([
-        {"layout": x.layout, "MACs formula": x.formula, "MACs": x.macs, "worked": x.worked,
-         "params": x.params, "params formula": x.params_formula}
-        for x in (cmp_.regular, cmp_.separable)
-    ])
-    show_table(calc, key="conv_cost", hide_index=True)
-    st.markdown(f"Ratio separable / regular: **{cmp_.ratio_formula}** — the separable layout needs "
-                f"**{cmp_.speedup:.2f}x** fewer multiply-accumulates.")
+c = st.columns(4)
+M = c[0].number_input("M input channels", 1, 100000, 32, key="cc_m")
+N = c[1].number_input("N output channels", 1, 100000, 64, key="cc_n")
+Dk = c[2].number_input("Dk kernel size", 1, 31, 3, key="cc_dk")
+Df = c[3].number_input("Df output size", 1, 4096, 56, key="cc_df")
+cmp_ = conv_cost.compare_conv_costs(int(M), int(N), int(Dk), int(Df))
+calc = pd.DataFrame([
+    {"layout": x.layout, "MACs formula": x.formula, "MACs": x.macs, "worked": x.worked,
+     "params": x.params, "params formula": x.params_formula}
+    for x in (cmp_.regular, cmp_.separable)
+])
+show_table(calc, key="conv_cost", hide_index=True)
+st.markdown(f"Ratio separable / regular: **{cmp_.ratio_formula}** — the separable layout needs "
+            f"**{cmp_.speedup:.2f}x** fewer multiply-accumulates.")

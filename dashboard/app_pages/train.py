@@ -1,169 +1,141 @@
 """Train: build a TrainConfig with a form, launch it as a background process, watch it live, load runs."""
 
 import json
-import time
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
+from core.analysis import complexity, figures
+from core.data import AugmentConfig, describe, list_sources
+from core.data.channels import STRATEGIES
+from core.errors import ArchScopeError
+from core.models import registry
+from core.training import config as config_mod
 from core.training.run_folder import RunFolder, list_runs
+from dashboard.components import train_form
 from dashboard.components.jobs import job_registry
 from dashboard.components.run_import import RunImportError, import_run_zip
-from dashboard.components.runs import ROOT_KEY, require_module, runs_root
+from dashboard.components.runs import ROOT_KEY, runs_root
 from dashboard.components.tables import show_table
 
 st.title("Train a model")
 
-data = require_module("core.data", "Choosing a dataset")
-registry = require_module("core.models.registry", "Choosing a model")
-config_mod = require_module("core.training.config", "Building a training config")
-launch_mod = require_module("core.training.launch", "Launching a training")
 root = runs_root()
 jobs = job_registry()
 jobs.watch(root)
 
+
+@st.cache_data(show_spinner=False)
+def _describe(name: str):
+    return train_form.as_dataset_info(describe(name))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _cost(name: str, shape: tuple[int, int, int], classes: int, opts_json: str) -> tuple[int, int]:
+    rep = complexity.model_complexity(name, shape, classes, json.loads(opts_json), cross_check=False)
+    return rep.params_total, rep.macs
+
+
 # =====================================================================================================
 # The form
 # =====================================================================================================
-if data is not None and registry is not None and config_mod is not None:
-    TrainConfig = config_mod.TrainConfig
+sources = list_sources()
+specs = {s.name: s for s in registry.list_models()}
+st.subheader("1. Data")
+c = st.columns(4)
+dataset = c[0].selectbox("Dataset", sources, index=sources.index("shapes") if "shapes" in sources else 0,
+                         key="tr_dataset")
+try:
+    info = _describe(dataset)
+except ArchScopeError as exc:      # a data source names its missing file
+    st.error(f"Dataset {dataset!r} is not available: {exc}")
+    st.stop()
+channels = c[1].selectbox("Channel combination", train_form.channel_choices(info), key="tr_channels",
+                          help="Which colour channels the model sees. 'random': a random combination per batch.")
+strategy = c[2].selectbox("Strategy for missing channels", list(STRATEGIES), key="tr_strategy",
+                          help="drop: the model gets only these channels; fills keep 3 inputs.")
+image_size = c[3].number_input("Image size (px)", 8, 512, int(info.image_size or 32), step=4, key="tr_size")
+c = st.columns(4)
+max_train = c[0].number_input("Max train images (0 = all)", 0, 10_000_000, 0, step=256, key="tr_max",
+                              help=f"The train split has {info.splits.get('train', '?')} images.")
+augment_preset = c[1].selectbox("Augmentation", list(AugmentConfig.PRESETS), key="tr_aug")
+denoise = c[2].checkbox("Denoise (OpenCV non-local means)", key="tr_denoise")
+normalize = c[3].checkbox("Normalise (train mean/std)", value=True, key="tr_norm")
+denoise_h = 10.0
+if denoise:
+    denoise_h = st.slider("Denoising strength h (OpenCV)", 1.0, 30.0, 10.0, key="tr_denoise_h",
+                          help="Larger removes more noise and more detail. Results are cached per dataset.")
+st.caption(f"{info.num_classes} classes: {', '.join(map(str, info.classes[:12]))}"
+           + (" ..." if len(info.classes) > 12 else ""))
 
-    @st.cache_data(show_spinner=False)
-    def _describe(name: str) -> dict:
-        return data.describe(name)
+st.subheader("2. Model")
+c = st.columns([1, 2])
+model = c[0].selectbox("Architecture", list(specs), index=list(specs).index("cnn2") if "cnn2" in specs else 0,
+                       key="tr_model")
+spec = specs[model]
+c[1].markdown(f"**{model}** — {spec.description}  \n*Reproduces:* {spec.source}"
+              + ("  \n*Variable input:* one model for 1, 2 or 3 channels." if spec.variable_input else ""))
+options_text = st.text_input("Model options (JSON)", json.dumps(spec.options) if spec.options else "{}",
+                             key=f"tr_opts_{model}", help="Documented options and their defaults.")
 
-    sources = data.list_sources()
-    specs = {s.name: s for s in registry.list_models()}
-    st.subheader("1. Data")
-    c = st.columns(4)
-    dataset = c[0].selectbox("Dataset", sources, index=sources.index("shapes") if "shapes" in sources else 0,
-                             key="tr_dataset")
+st.subheader("3. Optimisation")
+c = st.columns(6)
+epochs = c[0].number_input("Epochs", 1, 1000, 5, key="tr_epochs")
+batch_size = c[1].number_input("Batch size", 1, 4096, 64, key="tr_bs")
+optimizer = c[2].selectbox("Optimizer", list(config_mod.OPTIMIZERS), key="tr_opt")
+lr = c[3].number_input("Learning rate", 1e-6, 10.0, 1e-3, format="%.5f", key="tr_lr")
+scheduler = c[4].selectbox("Scheduler", list(config_mod.SCHEDULERS), key="tr_sched")
+seed = c[5].number_input("Seed", 0, 2**31 - 1, 0, key="tr_seed")
+c = st.columns(4)
+loss = c[0].selectbox("Loss", list(config_mod.LOSSES), key="tr_loss",
+                      help="ce+triplet adds a triplet loss on the embedding (seed 002); enables the PCA view.")
+label_smoothing = c[1].number_input("Label smoothing", 0.0, 0.99, 0.0, key="tr_ls")
+weight_decay = c[2].number_input("Weight decay (-1 = default)", -1.0, 1.0, -1.0, format="%.5f", key="tr_wd")
+form = train_form.TrainForm(
+    model=model, dataset=dataset, channels=channels, strategy=strategy, image_size=int(image_size),
+    model_options_text=options_text, max_train=int(max_train), augment_preset=augment_preset, denoise=denoise,
+    denoise_h=float(denoise_h), normalize=normalize, epochs=int(epochs), batch_size=int(batch_size),
+    optimizer=optimizer, lr=float(lr), scheduler=scheduler, seed=int(seed), loss=loss,
+    label_smoothing=float(label_smoothing), weight_decay=float(weight_decay))
+default_name = train_form.default_run_name(form)
+run_name = c[3].text_input("Run name", "", placeholder=default_name, key="tr_name")
+
+result = train_form.build_config(form, info)
+problems = list(result.problems)
+
+# ---- what will be trained: complexity before launching ---------------------------------------
+if result.resolved is not None:
+    in_ch = config_mod.input_channels(result.resolved.channels, strategy, spec.variable_input)
     try:
-        info = _describe(dataset)
-    except Exception as exc:  # noqa: BLE001 - a data source names its missing file
-        st.error(f"Dataset {dataset!r} is not available: {exc}")
-        st.stop()
-    grey = int(info.get("channels", 3)) == 1
-    combos = ["L"] if grey else list(config_mod.COLOUR_COMBOS) + ["random"]
-    channels = c[1].selectbox("Channel combination", combos, key="tr_channels",
-                              help="Which colour channels the model sees. 'random': a random combination per batch.")
-    strategy = c[2].selectbox("Strategy for missing channels", list(config_mod.STRATEGIES), key="tr_strategy",
-                              help="drop: the model gets only these channels; fills keep 3 inputs.")
-    native = info.get("image_size")
-    native = native[0] if isinstance(native, (list, tuple)) else native
-    image_size = c[3].number_input("Image size (px)", 8, 512, int(native or 32), step=4, key="tr_size")
-    c = st.columns(4)
-    max_train = c[0].number_input("Max train images (0 = all)", 0, 10_000_000, 0, step=256, key="tr_max",
-                                  help=f"The train split has {info.get('splits', {}).get('train', '?')} images.")
-    augment_preset = c[1].selectbox("Augmentation", list(data.AugmentConfig.PRESETS), key="tr_aug")
-    denoise = c[2].checkbox("Denoise (OpenCV non-local means)", key="tr_denoise")
-    normalize = c[3].checkbox("Normalise (train mean/std)", value=True, key="tr_norm")
-    denoise_h = 10.0
-    if denoise:
-        denoise_h = st.slider("Denoising strength h (OpenCV)", 1.0, 30.0, 10.0, key="tr_denoise_h",
-                              help="Larger removes more noise and more detail. Results are cached per dataset.")
-    st.caption(f"{info.get('num_classes')} classes: {', '.join(map(str, info.get('classes', [])[:12]))}"
-               + (" ..." if len(info.get("classes", [])) > 12 else ""))
+        params, macs = _cost(model, (in_ch, int(image_size), int(image_size)), int(info.num_classes),
+                             json.dumps(result.config.model_options, sort_keys=True))
+    except ArchScopeError as exc:      # ComplexityError: options the model refuses, too small an input
+        problems.append(f"The model cannot be built with these settings: {exc}")
+    else:
+        m = st.columns(4)
+        m[0].metric("Input", f"{in_ch}x{image_size}x{image_size}")
+        m[1].metric("Parameters", f"{params:,}")
+        m[2].metric("MACs / image", f"{macs:,}")
+        m[3].metric("FLOPs / image", f"{2 * macs:,}")
+for p in problems:
+    st.error(p)
 
-    st.subheader("2. Model")
-    c = st.columns([1, 2])
-    model = c[0].selectbox("Architecture", list(specs), index=list(specs).index("cnn2") if "cnn2" in specs else 0,
-                           key="tr_model")
-    spec = specs[model]
-    c[1].markdown(f"**{model}** — {spec.description}  \n*Reproduces:* {spec.source}"
-                  + ("  \n*Variable input:* one model for 1, 2 or 3 channels." if spec.variable_input else ""))
-    options_text = st.text_input("Model options (JSON)", json.dumps(spec.options) if spec.options else "{}",
-                                 key=f"tr_opts_{model}", help="Documented options and their defaults.")
-
-    st.subheader("3. Optimisation")
-    c = st.columns(6)
-    epochs = c[0].number_input("Epochs", 1, 1000, 5, key="tr_epochs")
-    batch_size = c[1].number_input("Batch size", 1, 4096, 64, key="tr_bs")
-    optimizer = c[2].selectbox("Optimizer", list(config_mod.OPTIMIZERS), key="tr_opt")
-    lr = c[3].number_input("Learning rate", 1e-6, 10.0, 1e-3, format="%.5f", key="tr_lr")
-    scheduler = c[4].selectbox("Scheduler", list(config_mod.SCHEDULERS), key="tr_sched")
-    seed = c[5].number_input("Seed", 0, 2**31 - 1, 0, key="tr_seed")
-    c = st.columns(4)
-    loss = c[0].selectbox("Loss", list(config_mod.LOSSES), key="tr_loss",
-                          help="ce+triplet adds a triplet loss on the embedding (seed 002); enables the PCA view.")
-    label_smoothing = c[1].number_input("Label smoothing", 0.0, 0.99, 0.0, key="tr_ls")
-    weight_decay = c[2].number_input("Weight decay (-1 = default)", -1.0, 1.0, -1.0, format="%.5f", key="tr_wd")
-    default_name = f"{model}-{dataset}-{channels}-{time.strftime('%m%d-%H%M%S')}"
-    run_name = c[3].text_input("Run name", "", placeholder=default_name, key="tr_name")
-
-    problems = []
+c = st.columns([1, 1, 3])
+jobs.max_parallel = int(c[1].number_input("Parallel trainings", 1, 8, jobs.max_parallel, key="tr_parallel",
+                                          help="More launches than this wait in a queue."))
+if c[0].button("Launch", type="primary", disabled=bool(problems), key="tr_launch"):
     try:
-        options = json.loads(options_text or "{}")
-        if not isinstance(options, dict):
-            raise ValueError("not an object")
-    except ValueError as exc:
-        problems.append(f"Model options must be a JSON object such as {{\"dropout\": 0.1}} ({exc}).")
-        options = {}
-    # Short runs log every batch or so, so the live loss curve has points after seconds, not epochs.
-    n_train = int(max_train) or int((info.get("splits") or {}).get("train") or 10_000)
-    steps_per_epoch = max(1, -(-n_train // int(batch_size)))
-    config = TrainConfig(
-        model=model, model_options=options, dataset=dataset, image_size=int(image_size), channels=channels,
-        channel_strategy=strategy, preprocess={"denoise": True, "h": denoise_h, "h_color": denoise_h} if denoise else {},
-        augment=data.AugmentConfig.preset(augment_preset).to_dict() if augment_preset != "none" else {},
-        normalize=normalize, max_train_samples=int(max_train) or None, epochs=int(epochs),
-        batch_size=int(batch_size), optimizer=optimizer, lr=float(lr), scheduler=scheduler, seed=int(seed),
-        loss=loss, label_smoothing=float(label_smoothing),
-        weight_decay=None if weight_decay < 0 else float(weight_decay), tensorboard=False,
-        log_every=max(1, min(10, steps_per_epoch // 20)),
-    )
-    try:
-        resolved = config.validate()
-    except config_mod.ConfigError as exc:
-        problems.append(str(exc))
-        resolved = None
-
-    # ---- what will be trained: description + complexity before launching -------------------------
-    if resolved is not None:
-        in_ch = config_mod.input_channels(resolved.channels, strategy, spec.variable_input)
-        complexity = require_module("core.analysis.complexity", "The cost preview")
-
-        @st.cache_data(show_spinner=False, max_entries=64)
-        def _cost(name, shape, classes, opts_json):
-            rep = complexity.model_complexity(name, shape, classes, json.loads(opts_json), cross_check=False)
-            return rep.params_total, rep.macs
-
-        if complexity is not None:
-            try:
-                params, macs = _cost(model, (in_ch, int(image_size), int(image_size)), int(info["num_classes"]),
-                                     json.dumps(options, sort_keys=True))
-                m = st.columns(4)
-                m[0].metric("Input", f"{in_ch}x{image_size}x{image_size}")
-                m[1].metric("Parameters", f"{params:,}")
-                m[2].metric("MACs / image", f"{macs:,}")
-                m[3].metric("FLOPs / image", f"{2 * macs:,}")
-            except Exception as exc:  # noqa: BLE001
-                problems.append(f"The model cannot be built with these settings: {exc}")
-    for p in problems:
-        st.error(p)
-
-    c = st.columns([1, 1, 3])
-    jobs.max_parallel = int(c[1].number_input("Parallel trainings", 1, 8, jobs.max_parallel, key="tr_parallel",
-                                              help="More launches than this wait in a queue."))
-    if c[0].button("Launch", type="primary", disabled=bool(problems) or launch_mod is None, key="tr_launch"):
-        name = (run_name or default_name).strip()
-        if not name or "/" in name or name.startswith("."):
-            st.error(f"Run name {name!r} is not a valid folder name; use letters, digits, '-' and '_'.")
-        elif (root / name).exists():
-            st.error(f"`{root / name}` already exists. Choose another run name.")
+        run_dir = train_form.run_folder_for(run_name or default_name, root)
+        outcome = jobs.submit(result.config, run_dir)
+    except ArchScopeError as exc:   # the run-name rule, a folder that exists, ConfigError, RunLockedError
+        st.error(f"Could not launch: {exc}")
+    else:
+        st.session_state["tr_watch"] = str(run_dir)
+        if outcome == "started":
+            st.success(f"Started `{run_dir.name}` in the background. It keeps running if you reload or close this tab.")
         else:
-            try:
-                outcome = jobs.submit(config, root / name)
-            except Exception as exc:  # noqa: BLE001 - ConfigError / RunLockedError / FileExistsError say what to do
-                st.error(f"Could not launch: {exc}")
-            else:
-                st.session_state["tr_watch"] = str(root / name)
-                if outcome == "started":
-                    st.success(f"Started `{name}` in the background. It keeps running if you reload or close this tab.")
-                else:
-                    st.info(f"`{name}` is queued: {len(jobs.active())} training(s) already running.")
+            st.info(f"`{run_dir.name}` is queued: {len(jobs.active())} training(s) already running.")
 
 # =====================================================================================================
 # Live progress (a fragment: refreshes itself without rerunning the page)
@@ -181,29 +153,11 @@ def _eta(status: dict, metrics: list[dict]) -> str:
 
 
 def _curves(run: RunFolder, key: str) -> None:
-    metrics = run.read_metrics()
-    steps = run.read_steps()
-    fig = go.Figure()
-    if steps:
-        fig.add_trace(go.Scatter(x=[s.get("global_step", i) for i, s in enumerate(steps)],
-                                 y=[s.get("loss") for s in steps], mode="lines", name="train loss (batches)",
-                                 line=dict(color="#9db4e8")))
-    if metrics:
-        per_epoch = (steps[-1].get("global_step", len(steps)) / max(1, len(metrics))) if steps else 1
-        xs = [m.get("epoch", i + 1) * per_epoch for i, m in enumerate(metrics)]
-        for col, colour in (("train_loss", "#3b6fd8"), ("val_loss", "#e4572e")):
-            fig.add_trace(go.Scatter(x=xs, y=[m.get(col) for m in metrics], mode="lines+markers", name=col,
-                                     line=dict(color=colour)))
-        fig.add_trace(go.Scatter(x=xs, y=[m.get("val_acc") for m in metrics], mode="lines+markers",
-                                 name="val_acc", yaxis="y2", line=dict(color="#17bebb", dash="dot")))
-    if not fig.data:
+    fig = figures.live_curves_figure(run.read_metrics(), run.read_steps())
+    if fig.data:
+        st.plotly_chart(fig, key=key)
+    else:
         st.caption("No curve yet: the first points appear after a few batches.")
-        return
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="step",
-                      yaxis_title="loss", yaxis2=dict(title="accuracy", overlaying="y", side="right", range=[0, 1],
-                                                      showgrid=False),
-                      legend=dict(orientation="h", y=1.15))
-    st.plotly_chart(fig, key=key)
 
 
 @st.fragment(run_every=2.0)
@@ -242,7 +196,7 @@ def live_runs() -> None:
                 try:
                     jobs.resume(run.path)
                     st.toast(f"Resuming {run.run_id} from its last completed epoch.")
-                except Exception as exc:  # noqa: BLE001
+                except ArchScopeError as exc:     # ConfigError (no config.json), RunLockedError
                     st.error(f"Could not resume: {exc}")
     table = pd.DataFrame([{
         "run": r.run_id, "state": statuses[r.run_id].get("state"),
@@ -259,7 +213,7 @@ def live_runs() -> None:
             try:
                 jobs.resume(runs_root() / pick)
                 st.session_state["tr_watch"] = str(runs_root() / pick)
-            except Exception as exc:  # noqa: BLE001
+            except ArchScopeError as exc:         # ConfigError (no config.json), RunLockedError
                 st.error(f"Could not resume {pick}: {exc}")
 
 

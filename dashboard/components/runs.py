@@ -6,16 +6,15 @@ still training (its metrics.jsonl grows) is re-read, and a finished run never is
 
 from __future__ import annotations
 
-import importlib
-import json
 import os
 from pathlib import Path
-from types import ModuleType
 
 import streamlit as st
 
 from core.analysis import compare
+from core.errors import ArchScopeError
 from core.training.run_folder import RunFolder, list_runs
+from core.training.run_info import read_run_info
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT_KEY = "runs_root"
@@ -29,28 +28,10 @@ FIRST_RUN_HELP = (
 
 
 # ---------------------------------------------------------------------------------------------
-# Optional parts of core (built by other issues): pages degrade to st.info, never a traceback.
-# ---------------------------------------------------------------------------------------------
-def optional_module(name: str) -> ModuleType | None:
-    """Import ``name`` or return None when that part of core is not there yet."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
-def require_module(name: str, what: str) -> ModuleType | None:
-    """Import ``name``; when missing, show an st.info saying which feature is unavailable."""
-    mod = optional_module(name)
-    if mod is None:
-        st.info(f"{what} needs `{name}`, which is not installed in this checkout yet.")
-    return mod
-
-
-# ---------------------------------------------------------------------------------------------
 # Runs root
 # ---------------------------------------------------------------------------------------------
 def default_runs_root() -> Path:
+    """$ARCHSCOPE_RUNS when set, else <repo>/checkpoints."""
     env = os.environ.get("ARCHSCOPE_RUNS")
     return Path(env).expanduser() if env else REPO / "checkpoints"
 
@@ -76,6 +57,7 @@ def sidebar_runs_root() -> Path:
 
 
 def mtime_of(p: Path) -> float:
+    """Modification time of ``p``, 0.0 when it is missing (a cache key that changes when it appears)."""
     try:
         return p.stat().st_mtime
     except OSError:
@@ -89,37 +71,36 @@ def run_signature(run: RunFolder) -> tuple:
 
 
 def root_signature(root: Path) -> tuple:
+    """``run_signature`` of every run under ``root``: changes when any run changes, appears or goes."""
     return tuple(run_signature(r) for r in list_runs(root))
 
 
 # ---------------------------------------------------------------------------------------------
 # Cached tables
 # ---------------------------------------------------------------------------------------------
-def _architecture_key(cfg: dict) -> str:
-    """Only what decides params and MACs, so runs differing in seed or optimiser share one count."""
-    run = cfg.get("run") if isinstance(cfg.get("run"), dict) else {}
-    return json.dumps({"model": cfg.get("model"), "model_options": cfg.get("model_options") or {},
-                       "image_size": cfg.get("image_size"),
-                       "run": {k: run.get(k) for k in ("in_channels", "num_classes", "image_size")}},
-                      sort_keys=True, default=str)
-
-
 @st.cache_data(show_spinner=False, max_entries=256)
-def model_cost(config_json: str) -> dict:
-    """Params and MACs of a run's architecture (untrained model built from config.json; no weights read)."""
-    try:
-        cfg = json.loads(config_json)
-        run = cfg.get("run") or {}
-        from core.analysis.complexity import model_complexity
+def _architecture_cost(model: str, options_json: str, input_shape: tuple[int, int, int], num_classes: int) -> dict:
+    # Keyed by the architecture only, so runs differing in seed or optimiser share one count.
+    return compare.architecture_cost(compare.RunArchitecture(model, options_json, input_shape, num_classes))
 
-        size = run.get("image_size") or cfg.get("image_size")
-        if isinstance(size, (list, tuple)):
-            size = size[0]
-        rep = model_complexity(cfg["model"], (int(run["in_channels"]), int(size), int(size)), int(run["num_classes"]),
-                               dict(cfg.get("model_options") or {}), cross_check=False)
-        return {"params": int(rep.params_total), "macs": int(rep.macs)}
-    except Exception:  # noqa: BLE001 - a cost we cannot compute is shown as empty, not as a crash
-        return {}
+
+def run_architecture_or_none(run: RunFolder) -> compare.RunArchitecture | None:
+    """The run's model, options, input shape and classes from config.json; None for a run whose
+    config cannot tell (missing or broken, or a training that never started)."""
+    try:
+        return compare.run_architecture(run.path)
+    except ArchScopeError:
+        return None
+
+
+def run_cost(run: RunFolder) -> dict:
+    """Params, MACs and FLOPs of a run's architecture (an untrained model built from config.json;
+    no weights read), or {error} saying why it cannot be counted."""
+    try:
+        arch = compare.run_architecture(run.path)
+    except ArchScopeError as exc:
+        return {"error": str(exc)}
+    return _architecture_cost(arch.model, arch.options_json, arch.input_shape, arch.num_classes)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -127,9 +108,8 @@ def _summaries(signature: tuple) -> tuple[list[dict], list[dict | None]]:
     rows, configs = [], []
     for sig in signature:
         run = RunFolder(sig[0])
-        cfg = run.read_config()
-        cost = model_cost(_architecture_key(cfg)) if cfg else {}
-        rows.append(compare.run_summary(run, cost=cost))
+        cfg = run.read_config()      # raw: seed groups compare every key a config holds
+        rows.append(compare.run_summary(run, cost=run_cost(run) if cfg else {}))
         configs.append(cfg)
     return rows, configs
 
@@ -146,6 +126,7 @@ def _metrics(path: str, mtime: float) -> list[dict]:
 
 
 def metrics_of(run: RunFolder) -> list[dict]:
+    """The run's metrics.jsonl rows, cached until the file changes."""
     return _metrics(str(run.path), mtime_of(run.metrics_path))
 
 
@@ -155,6 +136,7 @@ def _eval(path: str, mtime: float) -> dict | None:
 
 
 def eval_of(run: RunFolder) -> dict | None:
+    """The run's eval.json (None when absent or broken), cached until the file changes."""
     return _eval(str(run.path), mtime_of(run.eval_path))
 
 
@@ -172,8 +154,12 @@ def available_runs(need: str | None = None) -> list[RunFolder]:
 
 
 def run_label(run: RunFolder) -> str:
-    cfg = run.read_config() or {}
-    bits = [cfg.get("model"), cfg.get("dataset"), cfg.get("channels")]
+    """"run_id (model · dataset · channels)", or the bare run id while its config cannot tell."""
+    try:
+        config, _ = read_run_info(run.path)
+    except ArchScopeError:
+        return run.run_id
+    bits = [config.model, config.dataset, config.channels]
     extra = " · ".join(str(b) for b in bits if b)
     return f"{run.run_id} ({extra})" if extra else run.run_id
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from core import report
+from core.analysis.compare import robustness_by_run
 from core.models.registry import create_model
-from core.report import ReportError, build_report_html, expand_run_dirs, robustness_matrix
+from core.report import ReportError, build_report_html, expand_run_dirs
 
 CLASSES = ["circle", "square", "triangle"]
 
@@ -79,12 +80,40 @@ def test_folder_of_runs_and_broken_runs(tmp_path):
     assert [p.name for p in expand_run_dirs([tmp_path])] == ["a", "b"]
     text = build_report_html([tmp_path], title="My <report>", with_cost=False)
     assert "My &lt;report&gt;" in text and "<h2>Cost</h2>" not in text
-    labels, combos, z = robustness_matrix([report.collect(tmp_path / "a", with_cost=False)])
+    labels, combos, z = robustness_by_run([("a", report.collect(tmp_path / "a", with_cost=False)["eval"])])
     assert combos == ["RGB", "RG", "RB", "GB", "R", "G", "B"] and z[0][2] is None and z[0][1] == 0.4321
     with pytest.raises(ReportError, match="not a run folder"):
         expand_run_dirs([tmp_path / "not-a-run"])
     with pytest.raises(ReportError, match="no such folder"):
         expand_run_dirs([tmp_path / "nope"])
+
+
+def _figures(text: str) -> list[dict]:
+    """The (data, layout) of every plotly figure in a report, as plotly.js receives them."""
+    decoder, out = json.JSONDecoder(), []
+    for m in re.finditer(r"Plotly\.newPlot\(\s*\"[^\"]+\",\s*", text):
+        data, end = decoder.raw_decode(text, m.end())
+        layout, _ = decoder.raw_decode(text, text.index("{", end))
+        out.append({"data": data, "layout": layout})
+    return out
+
+
+def test_report_figures_carry_class_and_run_labels(runs):
+    """The report's confusion matrices and robustness heatmap come from core.analysis.figures, as the
+    Compare page's do: class names and axis titles on the confusion matrix, run names on the heatmap."""
+    figs = _figures(build_report_html(runs, with_cost=False))
+    confusion = [f for f in figs if f["layout"].get("xaxis", {}).get("title", {}).get("text") == "predicted"]
+    assert len(confusion) == 2
+    for f in confusion:
+        [heat] = f["data"]
+        assert heat["x"] == CLASSES and heat["y"] == CLASSES
+        assert f["layout"]["yaxis"]["title"]["text"] == "true"
+        assert f["layout"]["xaxis"]["automargin"] and f["layout"]["yaxis"]["automargin"]
+    assert {f["layout"]["title"]["text"] for f in confusion} == {"alpha-cnn2: test accuracy 0.8125",
+                                                                 "beta-cnn3: test accuracy 0.6875"}
+    [robust] = [f for f in figs if f["layout"].get("xaxis", {}).get("title", {}).get("text") == "tested combination"]
+    assert robust["data"][0]["y"] == ["alpha-cnn2 (trained RGB, zero-fill)", "beta-cnn3 (trained RG, zero-fill)"]
+    assert robust["data"][0]["x"] == ["RGB", "RG", "RB", "GB", "R", "G", "B"]
 
 
 def test_cli_writes_the_file(runs, tmp_path, capsys):
@@ -94,3 +123,5 @@ def test_cli_writes_the_file(runs, tmp_path, capsys):
     assert "alpha-cnn2" in out.read_text()
     assert report.main([str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "no such folder" in capsys.readouterr().err
+    assert report.main([str(runs[0]), "--out", str(out / "report.html")]) == 1   # parent is a file
+    assert "cannot write" in capsys.readouterr().err

@@ -56,6 +56,25 @@ def test_train_page_form_preview_and_runs_table(app, runs_env):
     assert [b for b in at.button if b.label == "Launch"][0].disabled
 
 
+def test_train_page_refuses_bad_run_names_with_the_run_id_rule(app, runs_env):
+    """One rule for run names (core.training.run_folder.validate_run_id), shown as st.error; a name too
+    long for the file system is refused by that rule, not by an OSError traceback."""
+    from core.training.run_folder import RUN_ID_RULE
+
+    at = goto(app, "train")
+    before = sorted(p.name for p in runs_env.iterdir())
+    for name in ("x" * 300, "../escape", ".hidden"):
+        at.text_input(key="tr_name").set_value(name).run()
+        at.button(key="tr_launch").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert any(RUN_ID_RULE in e.value for e in at.error), (name, [e.value for e in at.error])
+        assert at.title[0].value == "Train a model" and table_with(at, "state") is not None   # the page stays whole
+    at.text_input(key="tr_name").set_value("cnn2_rg").run()          # an existing run is never overwritten
+    at.button(key="tr_launch").click().run()
+    assert any("already exists" in e.value for e in at.error)
+    assert sorted(p.name for p in runs_env.iterdir()) == before
+
+
 def test_train_page_imports_a_zipped_run_and_refuses_a_bad_one(app, runs_env, tmp_path):
     import zipfile
 
@@ -271,6 +290,10 @@ def test_train_page_cancel_and_resume_buttons(app, runs_env):
         cancel.click().run()
         assert not at.exception
         assert sleeper.wait(timeout=20) != 0, "the trainer's process got SIGTERM"
+        # The job registry is one per process (st.cache_resource), shared by every AppTest here, and it
+        # still watches the runs folders of earlier tests, one of which holds a "running" run whose pid
+        # is this very process: give the queue enough slots that Resume starts at once, whatever ran before.
+        at.number_input(key="tr_parallel").set_value(8).run()
         at.selectbox(key="tr_resume_pick").set_value("stopped")
         [resume] = [b for b in at.button if b.key == "tr_resume_any"]
         resume.click().run()

@@ -1,0 +1,154 @@
+"""core.analysis.figures: the one figure layer of the pages and the report (traces, labels, shapes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.analysis import compare, figures
+
+CLASSES = ["cat", "dog", "bird"]
+CM = [[8, 1, 1], [2, 6, 2], [0, 0, 0]]
+
+
+def _axis_title(fig, axis: str = "xaxis") -> str | None:
+    return fig.layout[axis].title.text
+
+
+def test_confusion_figure_has_class_labels_titles_and_row_fractions():
+    fig = figures.confusion_figure(CM, CLASSES, run_id="r1", test_acc=0.7)
+    [heat] = fig.data
+    assert list(heat.x) == CLASSES and list(heat.y) == CLASSES
+    assert _axis_title(fig) == "predicted" and _axis_title(fig, "yaxis") == "true"
+    assert fig.layout.yaxis.autorange == "reversed"
+    assert fig.layout.xaxis.automargin and fig.layout.yaxis.automargin     # class names are never cut off
+    assert fig.layout.title.text == "r1: test accuracy 0.7000"
+    z = np.asarray(heat.z)
+    assert z.shape == (3, 3) and z[0].tolist() == pytest.approx([0.8, 0.1, 0.1])
+    assert z[2].tolist() == [0, 0, 0]                                      # an empty row stays 0, not NaN
+    assert np.asarray(heat.customdata)[1, 0, 0] == 2                       # the count, for the hover
+    raw = figures.confusion_figure(CM, CLASSES, run_id="r1", normalise=False)
+    assert np.asarray(raw.data[0].z)[1, 1] == 6 and raw.data[0].zmax == 8
+    assert raw.layout.title.text == "r1"                                   # no accuracy: no number invented
+
+
+def test_confusion_figure_without_class_names_numbers_the_classes_and_drops_cell_text_when_large():
+    fig = figures.confusion_figure(np.eye(12), None, run_id="big")
+    assert list(fig.data[0].x) == [str(i) for i in range(12)]
+    assert fig.data[0].texttemplate is None                                # 12 classes: hover only
+
+
+def test_confusion_difference_and_class_change():
+    diff, change = compare.confusion_difference([[9, 1], [3, 7]], [[5, 5], [1, 9]], ["a", "b"])
+    fig = figures.confusion_difference_figure(diff, ["a", "b"], run_a="A", run_b="B")
+    heat = fig.data[0]
+    assert list(heat.x) == ["a", "b"] and heat.zmin == -heat.zmax == pytest.approx(-0.4)
+    assert fig.layout.title.text == "A − B (row-normalised)" and _axis_title(fig) == "predicted"
+    bars = figures.class_change_figure(change)
+    assert list(bars.data[0].x) == ["a", "b"] and list(bars.data[0].y) == pytest.approx([40.0, -20.0])
+
+
+def test_robustness_heatmap_labels_rows_and_shows_untested_as_na():
+    ev = {"channel_robustness": {"trained": "RG", "strategy": "zero-fill", "tested": {"RGB": 0.5, "RG": 0.9, "B": None}}}
+    labels, combos, z = compare.robustness_by_run([("run-a", ev), ("no-eval", None)])
+    fig = figures.robustness_heatmap(labels, combos, z)
+    heat = fig.data[0]
+    assert list(heat.y) == ["run-a (trained RG, zero-fill)"] and list(heat.x) == ["RGB", "RG", "B"]
+    assert list(heat.text[0]) == ["0.50", "0.90", "n/a"]
+    assert _axis_title(fig) == "tested combination" and _axis_title(fig, "yaxis") == "run"
+    m = compare.channel_robustness_matrix([ev])                         # the averaged matrix draws the same way
+    fig = figures.robustness_heatmap(list(m.index), list(m.columns), m.values, row_title="trained")
+    assert list(fig.data[0].y) == ["RG"] and list(fig.data[0].text[0]) == ["0.50", "0.90", "n/a"]
+
+
+def test_curves_figure_one_line_per_split_and_a_band_for_seed_groups():
+    m = lambda a: [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "train_acc": a, "val_acc": a},
+                   {"epoch": 2, "train_loss": 0.5, "val_loss": 0.6, "train_acc": a + 0.1, "val_acc": a + 0.1}]
+    fig = figures.curves_figure([("single", [m(0.5)]), ("seeds", [m(0.5), m(0.7)])])
+    lines = [t for t in fig.data if t.fill != "toself"]
+    bands = [t for t in fig.data if t.fill == "toself"]
+    assert len(lines) == 2 * 4                      # per group: train/val x loss/accuracy
+    assert len(bands) == 4                          # only the group of two seeds has bands
+    seeds_val_acc = [t for t in lines if t.name == "seeds val" and t.xaxis == "x2"][0]
+    assert list(seeds_val_acc.y) == pytest.approx([0.6, 0.7])
+    assert fig.layout.xaxis.title.text == "epoch" and fig.layout.yaxis2.title.text == "accuracy"
+    assert not figures.curves_figure([("empty", [[]])]).data
+
+
+def test_live_curves_figure_puts_epochs_on_the_step_axis():
+    steps = [{"global_step": i, "loss": 1.0 / (i + 1)} for i in range(1, 9)]
+    metrics = [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.6, "val_acc": 0.7},
+               {"epoch": 2, "train_loss": 0.4, "val_loss": 0.5, "val_acc": 0.8}]
+    fig = figures.live_curves_figure(metrics, steps)
+    assert [t.name for t in fig.data] == ["train loss (batches)", "train_loss", "val_loss", "val_acc"]
+    assert list(fig.data[1].x) == [4.0, 8.0] and fig.data[3].yaxis == "y2"
+    assert not figures.live_curves_figure([], []).data
+
+
+def test_pareto_figure_front_and_target_line():
+    fig = figures.pareto_figure(["a", "b", "c", "d"], [1, 2, 3, None], [0.5, 0.7, 0.69, 0.9],
+                                cost_label="MACs", target=(0.6, "90% of a"))
+    runs, front = fig.data
+    assert list(runs.text) == ["a", "b", "c"]                   # d has no cost: not drawn
+    assert list(front.x) == [1, 2] and list(front.y) == [0.5, 0.7]
+    assert fig.layout.xaxis.type == "log" and _axis_title(fig) == "MACs" and _axis_title(fig, "yaxis") == "test accuracy"
+    assert fig.layout.shapes[0].y0 == 0.6
+
+
+def test_cost_table_frame_adds_input_and_the_reason_a_cost_is_missing():
+    rows = [{"run_id": "big", "model": "resnet34", "params": 2e6, "macs": 4e9, "test_acc": 0.9, "input": "3x32x32"},
+            {"run_id": "odd", "model": "x", "test_acc": 0.5, "cost_error": "unknown model 'x'"}]
+    t = figures.cost_table_frame(rows, reference="big").set_index("run_id")
+    assert t.loc["big", "input"] == "3x32x32" and t.loc["big", "acc_pct_of_ref"] == pytest.approx(100.0)
+    assert t.loc["odd", "cost_note"] == "unknown model 'x'" and np.isnan(t.loc["odd", "macs"])
+
+
+def test_explain_figures():
+    ka = [{"combo": c, "layer": layer, "kernel": k, "weight": w}
+          for layer in ("l1", "l2") for c in ("RGB", "R") for k, w in ((0, 0.25), (1, 0.75))]
+    fig = figures.kernel_attention_figure(ka, "dy")
+    assert len(fig.data) == 4 and {t.name for t in fig.data} == {"kernel 0", "kernel 1"}
+    assert [a.text for a in fig.layout.annotations] == ["l1", "l2"] and fig.layout.title.text.startswith("dy:")
+    seen = np.zeros((8, 8, 3), np.uint8)
+    regular = np.array([[0.0, 0.0], [1.0, 1.0]])
+    fig = figures.deform_points_figure(seen, regular, regular + 0.5, (2.0, 2.0), "layer at (0, 0)")
+    assert [t.name for t in fig.data[1:]] == ["regular grid", "deformed sampling points"]
+    assert list(fig.data[1].x) == [0.5, 2.5] and list(fig.data[2].y) == [1.5, 3.5]   # pixel centres, scaled
+    mag = figures.offset_magnitude_figure(np.ones((4, 5)))
+    assert np.asarray(mag.data[0].z).shape == (4, 5) and mag.data[0].colorbar.title.text == "px"
+    mod = figures.modulation_figure(np.ones((9, 4, 5)))
+    assert np.asarray(mod.data[0].z).shape == (4, 5)
+    frame = figures.embedding_frame(np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]]), [0, 1, 0], ["a", "b"])
+    fig = figures.embedding_figure(frame, [0.6, 0.3], "trip")
+    assert [t.name for t in fig.data] == ["a", "b"] and len(fig.data[0].x) == 2
+    assert fig.layout.title.text == "trip: PC1 60%, PC2 30% of variance"
+    bars = figures.channel_attention_figure(np.array([[0.2, 0.8]]), "cbam")
+    assert list(bars.data[0].y) == [0.2, 0.8]
+
+
+def test_top_k_and_largest_layers():
+    top = [{"class": "dog", "prob": 0.6}, {"class": "cat", "prob": 0.3}]
+    fig = figures.top_k_figure(top, truth="cat")
+    assert list(fig.data[0].marker.color) == ["#e4572e", "#17bebb"]       # wrong first guess red, truth teal
+    layers = pd.DataFrame({"name": ["a", "b", "c"], "macs": [10, 0, 30]})
+    fig = figures.largest_layers_figure(layers)
+    assert list(fig.data[0].y) == ["c", "a"]
+    assert figures.largest_layers_figure(layers.assign(macs=0)) is None
+
+
+def test_attention_overlays_rows_and_captions():
+    image = np.zeros((8, 8, 3), np.uint8)
+    attn = np.zeros((16, 16))
+    attn[2 * 4 + 2] = np.arange(16)                        # the centre position of a 4x4 grid
+    maps = [{"name": "s1", "kind": "spatial_attention", "values": np.ones((4, 4))},
+            {"name": "f", "kind": "feature", "values": np.random.default_rng(0).random((6, 4, 4))},
+            {"name": "ca", "kind": "channel_attention", "values": np.ones(5)},
+            {"name": "sa", "kind": "self_attention", "values": attn},
+            {"name": "odd", "kind": "self_attention", "values": np.ones((5, 5))}]   # 5 is no square: skipped
+    rows = figures.attention_overlays(image, maps)
+    captions = [[c for _, c in row] for row in rows]
+    assert captions == [["spatial attention: s1"], [f"f map {i}" for i in range(4)],
+                        ["self-attention of the centre position: sa"]]
+    assert all(img.shape == (8, 8, 3) and img.dtype == np.uint8 for row in rows for img, _ in row)
+    assert figures.attention_overlays(image, [maps[2]]) == []               # channel attention is a chart
