@@ -9,6 +9,9 @@ other processes hits them alike); each figure is the median over repeats, with t
 time are reported: on a shared machine wall time swings with other people's load, while CPU time
 (what this process actually computed, all threads) is the steadier measure of the work.
 Targets (issue 3): deformable conv <= 5x, dynamic conv (K=4) <= 1.5x a plain nn.Conv2d.
+``--device cuda``: the same cases on the GPU (every timer reads after torch.cuda.synchronize(); the
+DeformConv2d module calls torchvision's CUDA kernel there); without a GPU it stops at once with
+one line (exit 2).
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from core import cli  # noqa: E402
+from core.errors import InvalidInputError  # noqa: E402
 from core.models.layers.deform import DeformConv2d, deform_conv2d_grid_sample  # noqa: E402
 from core.models.layers.dynamic_conv import DynamicConv2d  # noqa: E402
 
@@ -146,35 +151,39 @@ def bench_dynamic(batch: int, repeats: int, c_in: int, c_out: int) -> None:
            "plain nn.Conv2d", 1.5)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _main(argv: Sequence[str] | None) -> int:
+    parser = cli.parser("python3 benchmarks/bench_layers.py", __doc__)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7, help="rounds for our layers (median taken)")
     parser.add_argument("--tv-repeats", type=int, default=3, help="rounds for torchvision's slow CPU kernel")
     parser.add_argument("--skip-torchvision", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    cli.add_device(parser, default="cpu")
     args = parser.parse_args(argv)
-    global DEVICE
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
-        return 2
-    DEVICE = torch.device(args.device)
+    cli.check_device(args.device)             # --device cuda without a GPU: one line, exit 2
     if args.batch <= 0 or args.repeats <= 0 or args.tv_repeats <= 0 or args.threads < 0:
-        print("error: --batch, --repeats, --tv-repeats must be positive, --threads >= 0", file=sys.stderr)
-        return 2
+        raise InvalidInputError("--batch, --repeats, --tv-repeats must be positive, --threads >= 0")
+    global DEVICE
+    DEVICE = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average (1 min) at start: {load:.2f}")
-    print(f"torch {torch.__version__}, device {DEVICE}, threads {torch.get_num_threads()}, "
-          f"cpu count {os.cpu_count()}")
+    name = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else f"cpu count {os.cpu_count()}"
+    print(f"torch {torch.__version__}, device {DEVICE} ({name}), threads {torch.get_num_threads()}")
     bench_deform(args.batch, args.repeats, args.tv_repeats, args.skip_torchvision)
     bench_dynamic(args.batch, args.repeats, 3, 64)
     bench_dynamic(args.batch, args.repeats, 64, 64)
     if hasattr(os, "getloadavg"):
         print(f"\nload average (1 min) at end: {os.getloadavg()[0]:.2f}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; returns the exit code (2 for bad flags)."""
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

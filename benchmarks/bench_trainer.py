@@ -1,18 +1,23 @@
 """Our trainer vs a plain PyTorch loop: same model, same data, same number of steps.
 
     python benchmarks/bench_trainer.py [--model cnn3] [--dataset shapes] [--samples 4096] [--epochs 3]
-                                       [--batch-size 128] [--threads 2] [--device cpu|cuda] [--workers 0]
+                                       [--batch-size 128] [--threads 2] [--device auto|cpu|cuda] [--workers 0]
                                        [--augment none|crop-flip] [--scheduler none|cosine]
                                        [--seeds 0 1 2 ...] [--json-out F]
 
 - ours: core.training.trainer.train (uint8 dataset tensor on the device, whole-batch pipeline, no
-  per-step sync; on CUDA also bf16 autocast + channels_last + cudnn.benchmark).
+  per-step sync; on CUDA also bf16 autocast + channels_last + cudnn.benchmark + TF32 matmuls, which
+  the trainer switches on for its training only and restores afterwards).
 - plain: the textbook loop: a Dataset of PIL images, per-sample torchvision transforms
-  (ToTensor + Normalize with the same statistics), DataLoader(shuffle=True), fp32, ``loss.item()``
+  (ToTensor + Normalize with the same statistics), DataLoader(shuffle=True), plain fp32 (the
+  process defaults: no cudnn.benchmark, no TF32 matmuls; recorded in its result), ``loss.item()``
   every step. Test accuracy: both with their final weights (ours also reports its best-by-val weights).
 Both start from the same initial weights (same seed), train the same epochs x steps with Adam at
 the same learning rate (and the same per-epoch schedule with --scheduler cosine), and are scored on the same test split. images/s counts training only
-(forward + backward + step + data), excluding validation/evaluation. Prints a table and a JSON line.
+(forward + backward + step + data), excluding validation/evaluation (and, with --compile, the
+first compiled step: the trainer reports its compile_seconds apart). Prints a table and a JSON line.
+``--device cuda`` on a machine without a GPU stops at once with one line (exit 2); on CUDA every
+timer reads after torch.cuda.synchronize().
 
 Accuracy: one training run's final test accuracy moves by a few points with the seed (the shuffle
 order and, with augmentation, the random crops differ between the two loops even at the same seed),
@@ -22,7 +27,6 @@ gives the mean difference ours - plain with its 95% Student-t interval.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -30,14 +34,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core import cli  # noqa: E402
 from core.data import compute_normalization, load_dataset  # noqa: E402
+from core.errors import InvalidInputError  # noqa: E402
 from core.models import create_model  # noqa: E402
 from core.training.config import TrainConfig  # noqa: E402
+from core.training.evaluation import evaluate_run  # noqa: E402
 from core.training.run_folder import RunFolder  # noqa: E402
 from core.training.trainer import train  # noqa: E402
 
@@ -83,8 +92,13 @@ def plain_loop(args, data, mean, std, device: torch.device) -> dict:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs) if args.scheduler == "cosine" else None
     crit = nn.CrossEntropyLoss()
     seen, train_seconds, last_loss = 0, 0.0, float("nan")
+    # What "plain fp32" ran with: the process defaults (the trainer before it restored its own).
+    settings = {"cudnn_benchmark": torch.backends.cudnn.benchmark,
+                "matmul_precision": torch.get_float32_matmul_precision()}
     for _ in range(args.epochs):
         model.train()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
         for x, y in loader:
             x, y = x.to(device), y.to(device)
@@ -106,7 +120,7 @@ def plain_loop(args, data, mean, std, device: torch.device) -> dict:
             correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
             n += len(y)
     return {"images_per_s": seen / train_seconds, "train_seconds": train_seconds, "images": seen,
-            "test_acc": correct / n, "last_loss": last_loss}
+            "test_acc": correct / n, "last_loss": last_loss, **settings}
 
 
 def ours(args, device: torch.device) -> dict:
@@ -122,19 +136,21 @@ def ours(args, device: torch.device) -> dict:
         run = RunFolder(Path(tmp) / "run")
         rows = run.read_metrics()
         # the plain loop is scored with its final weights: score ours with its last ones too
-        from core.evaluate import evaluate_run
-
         ev = evaluate_run(run.path, which="last", device=device.type, write=False)
         best_acc = run.read_eval()["test_acc"]
         n_train = run.read_config()["run"]["n_train"]
         threads = run.read_config()["run"]["cpu_threads"]
     # The metrics row's images_per_s counts training only: train seconds = images / images_per_s.
+    # A compiled run's first step is left out of that row's images_per_s (its compile_seconds).
     n_per_epoch = (n_train // args.batch_size) * args.batch_size
-    train_seconds = sum(n_per_epoch / r["images_per_s"] for r in rows)
-    images = n_per_epoch * len(rows)
+    timed = [n_per_epoch - (args.batch_size if "compile_seconds" in r else 0) for r in rows]
+    train_seconds = sum(t / r["images_per_s"] for t, r in zip(timed, rows))
+    images = sum(timed)
+    compile_seconds = sum(r.get("compile_seconds", 0.0) for r in rows)
     return {"images_per_s": images / train_seconds, "train_seconds": train_seconds, "images": images,
             "test_acc": ev["test_acc"], "test_acc_best_weights": best_acc,
-            "last_loss": rows[-1]["train_loss"], "threads": threads}
+            "last_loss": rows[-1]["train_loss"], "threads": threads,
+            **({"compile_seconds": compile_seconds} if args.compile else {})}
 
 
 def paired_summary(ours_acc: list[float], plain_acc: list[float]) -> dict:
@@ -160,8 +176,9 @@ def paired_summary(ours_acc: list[float], plain_acc: list[float]) -> dict:
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> cli.Parser:
+    """The benchmark's flags (help shows each default)."""
+    p = cli.parser("python benchmarks/bench_trainer.py", __doc__)
     p.add_argument("--model", default="cnn3")
     p.add_argument("--dataset", default="shapes")
     p.add_argument("--image-size", type=int, default=32)
@@ -177,7 +194,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for both (default: the trainer's choice, idle cores; plain gets the same)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the plain loop")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    cli.add_device(p)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--augment", default="none", choices=("none", "crop-flip"),
                    help="same augmentation on both sides (plain: per-sample RandomCrop + RandomHorizontalFlip)")
@@ -185,13 +202,26 @@ def main() -> None:
                    help="learning-rate schedule on both sides; cosine anneals to 0, so the final weights (and "
                         "the accuracy comparison) are much less noisy than at a constant rate")
     p.add_argument("--json-out", default=None, help="also write every trial and the summary to this JSON file")
-    args = p.parse_args()
+    return p
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.check_device(args.device)          # --device cuda without a GPU: one line, exit 2, before any work
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    for flag, value in (("--samples", args.samples), ("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise InvalidInputError(f"{flag} must be >= 1, got {value}")
     seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{args.model} on {args.dataset}: {args.samples} train images max, {args.epochs} epochs, "
           f"batch {args.batch_size}, augment {args.augment}, scheduler {args.scheduler}, {args.device}, seeds {seeds}", flush=True)
+    if args.compile:
+        print("--compile: ours leaves its first (compiling) step out of images/s; compile_seconds is reported",
+              flush=True)
     print(f"{'seed':>4} {'ours img/s':>11} {'plain img/s':>12} {'speed-up':>9} {'ours acc':>9} {'plain acc':>10}",
           flush=True)
     trials = []
@@ -226,7 +256,13 @@ def main() -> None:
     print(json.dumps(summary))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; returns the exit code (2 for bad flags, e.g. --device cuda without a GPU)."""
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

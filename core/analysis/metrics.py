@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-CHANNEL_COMBOS = ("RGB", "RG", "RB", "GB", "R", "G", "B")
+from core.data.channels import CHANNEL_COMBOS  # noqa: F401 - re-exported: one source for the 7 combinations
 
 
 def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:

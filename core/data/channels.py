@@ -102,16 +102,39 @@ def select_channels(x: torch.Tensor, combo: str, strategy: str = "drop") -> torc
     if x.shape[1] != 3:
         raise DataError(f"combination {combo!r} expects 3-channel input, got {x.shape[1]} channels")
     keep = combo_indices(combo)
-    if strategy == "drop" or len(keep) == 3:
-        return x if len(keep) == 3 else x[:, keep]
-    kept_mask = torch.zeros(3, dtype=torch.bool, device=x.device)
-    kept_mask[keep] = True
-    kept_mask = kept_mask.view(1, 3, 1, 1)
+    if len(keep) == 3:
+        return x
+    index, kept_mask = _combo_tensors(combo, x.device)
+    if strategy == "drop":
+        return x.index_select(1, index)
     if strategy == "zero-fill":
         return x * kept_mask.to(x.dtype)
-    mean_kept = x[:, keep].mean(dim=1, keepdim=True)                 # [B,1,H,W]
+    mean_kept = x.index_select(1, index).mean(dim=1, keepdim=True)   # [B,1,H,W]
     if strategy == "mean-fill":
         fill = mean_kept
     else:  # sigmoid-fill: see the module docstring for the reading of seed 001 method 2
         fill = torch.sigmoid(mean_kept - (3 - len(keep)))
     return torch.where(kept_mask, x, fill.expand_as(x))
+
+
+# (combination, device) -> (index int64 [k], kept mask bool [1, 3, 1, 1]) on that device.
+_COMBO_TENSORS: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _combo_tensors(combo: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The channel index and kept-channel mask of ``combo``, built once per device and reused.
+
+    Why: indexing a CUDA batch with a Python list (``x[:, [0, 1]]``) or filling a mask with one
+    (``mask[[0, 1]] = True``) copies the list from the host at every call, a blocking transfer per
+    batch in the training loop. Seven combinations x a few devices: the cache stays tiny.
+    """
+    key = (combo, device)
+    cached = _COMBO_TENSORS.get(key)
+    if cached is None:
+        keep = combo_indices(combo)
+        index = torch.tensor(keep, dtype=torch.int64)
+        mask = torch.zeros(3, dtype=torch.bool)
+        mask[index] = True
+        cached = (index.to(device), mask.view(1, 3, 1, 1).to(device))
+        _COMBO_TENSORS[key] = cached
+    return cached

@@ -13,15 +13,18 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from core.data.channels import ALL_COMBO, CHANNEL_COMBOS, GRAYSCALE_COMBO, STRATEGIES
 from core.errors import InvalidInputError
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("none", "step", "cosine", "onecycle")
 LOSSES = ("ce", "ce+triplet")
 TRIPLET_MINING = ("batch-hard", "random")
-STRATEGIES = ("drop", "zero-fill", "mean-fill", "sigmoid-fill")
 DEVICES = ("auto", "cpu", "cuda")
-COLOUR_COMBOS = ("RGB", "RG", "RB", "GB", "R", "G", "B")
+# One source for the combinations and strategies (core/data/channels.py); the names stay importable
+# from here because the CLI and the dashboard read them as config choices.
+COLOUR_COMBOS = CHANNEL_COMBOS
 # Keys config.json may hold that are not TrainConfig fields (written by the trainer).
 RUN_SECTION = "run"
 
@@ -177,9 +180,9 @@ class TrainConfig:
             p.append(f"model must be a name, got {self.model!r}")
         if not isinstance(self.dataset, str) or not self.dataset:
             p.append(f"dataset must be a name, got {self.dataset!r}")
-        if self.channels is not None and self.channels not in COLOUR_COMBOS + ("random", "L", "ALL"):
+        if self.channels is not None and self.channels not in CHANNEL_COMBOS + ("random", GRAYSCALE_COMBO, ALL_COMBO):
             p.append(
-                f"channels must be one of {', '.join(COLOUR_COMBOS)}, random, L or ALL; got {self.channels!r}"
+                f"channels must be one of {', '.join(CHANNEL_COMBOS)}, random, L or ALL; got {self.channels!r}"
             )
         return p
 
@@ -280,9 +283,9 @@ def input_channels(channels: str, strategy: str, variable_input: bool, source_ch
     """Channels the model is built with: 1 for L; the source's count for ALL (passthrough); 3 for fills,
     for random, and for variable-input models (built once for the most channels they will see); else
     the combination's length."""
-    if channels == "L":
+    if channels == GRAYSCALE_COMBO:
         return 1
-    if channels == "ALL":
+    if channels == ALL_COMBO:
         return int(source_channels)
     if strategy != "drop" or channels == "random" or variable_input:
         return 3

@@ -1,17 +1,24 @@
-"""The trainer: one readable loop, top to bottom (config, data, model, optimizer, loop, checkpoint).
+"""The trainer: one readable loop, top to bottom (config, data, model, resume, epochs, evaluation).
 
     from core.training.config import TrainConfig
     from core.training.trainer import train
     status = train(TrainConfig(model="cnn2", dataset="shapes", epochs=2), "checkpoints/run1")
 
-What it writes is the run folder (core/training/run_folder.py). Guarantees:
+``_train`` reads as the table of contents: build the data, build the model, restore the resume
+state, write config.json, then per epoch train / validate / commit, then the final evaluation;
+each stage is one named function below it. What it writes is the run folder
+(core/training/run_folder.py). Guarantees:
 - The config is validated before any work (ConfigError); a folder another live trainer owns is
   refused (RunLockedError via train.lock).
 - kill -9 at any moment, then ``train(..., resume=True)``: training continues after the last
   completed epoch. The commit point of an epoch is the atomic replacement of last_state.pt;
   metrics/steps rows of later epochs are dropped on resume, so no epoch is lost or duplicated.
 - NaN/inf loss -> status failed naming epoch and step; CUDA OOM -> failed naming the batch size;
-  SIGTERM -> status cancelled, last completed epoch kept.
+  SIGTERM -> status cancelled, last completed epoch kept (a signal during an epoch's commit waits
+  for the commit: _CancelGuard).
+- Under torchrun: every rank stops together on a refusal; rank 0 evaluates while the others wait at
+  a barrier; a failed rank aborts its process group and collectives time out
+  (core/training/distributed.py), so the status ends failed or cancelled, never running.
 - Determinism: same seed, device, config and CPU thread count give the same metrics on CPU (seeded
   init, seeded BatchLoader shuffling/augmentation per epoch, RNG state saved for resume). The thread
   count is recorded in config.json (run.cpu_threads) and reused on resume; pin it with
@@ -19,9 +26,13 @@ What it writes is the run folder (core/training/run_folder.py). Guarantees:
   cudnn.benchmark (algorithm choice varies; atomics in some backward kernels), torch.compile, and
   DDP runs with a different number of processes (different shards and gradient summation order).
 - Speed (each trick one line with its reason): uint8 dataset tensors batched on the device, no
-  .item() per step (loss/accuracy accumulate on the device; one sync per log interval), channels_last
-  (CPU and CUDA), bf16 autocast + cudnn.benchmark on CUDA, optional torch.compile, CPU threads =
+  host sync per step (loss/accuracy accumulate on the device; one sync per log interval), channels_last
+  (CPU and CUDA), bf16 autocast on CUDA, cudnn.benchmark + TF32 matmuls on CUDA for the training
+  only (core/training/device.py restores them), optional torch.compile (its compile time is reported
+  apart, ``compile_seconds`` in that epoch's metrics row, and left out of images_per_s), CPU threads =
   idle cores per process (an oversubscribed core stalls every OpenMP op).
+- Evaluation (per-epoch validation and the final test) runs in fp32 (core/training/evaluation.py).
+- A logging extra (TensorBoard) never stops a run: any failure of it warns once and turns it off.
 - Not handled: datasets larger than device memory (BatchLoader keeps the split on the device, so
   pinned-memory streaming is not needed for the small datasets this tool targets).
 """
@@ -29,7 +40,6 @@ What it writes is the run folder (core/training/run_folder.py). Guarantees:
 from __future__ import annotations
 
 import errno
-import math
 import os
 import platform
 import signal
@@ -38,6 +48,7 @@ import threading
 import time
 import traceback
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +60,11 @@ from core.errors import FailedError
 from core.io import append_jsonl
 from core.training import checkpoint as ckpt
 from core.training.config import ConfigError, TrainConfig, input_channels
-from core.training.distributed import DistInfo, agree, all_reduce, barrier, init_distributed, shutdown
+from core.training.device import (autocast_name, default_cpu_threads, resolve_device, speed_settings, synchronize,
+                                  to_channels_last, to_channels_last_batch, train_autocast)
+from core.training.distributed import (DistInfo, agree, all_reduce, backend_name, barrier, init_distributed,
+                                       shutdown)
+from core.training.evaluation import evaluate_run, run_batches
 from core.training.run_folder import RunFolder, RunLockedError
 
 
@@ -63,68 +78,8 @@ class RunCancelled(BaseException):
 
 
 # ==== small helpers ===========================================================================
-def resolve_device(name: str, dist_info: DistInfo | None = None) -> torch.device:
-    """'auto' -> cuda when available, else cpu; under torchrun each rank takes cuda:LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("invalid training config:\n  - device 'cuda' requested but no CUDA GPU is available")
-        return torch.device("cuda", dist_info.local_rank if dist_info else 0)
-    return torch.device("cpu")
-
-
-def to_channels_last(model: nn.Module) -> nn.Module:
-    """Store every 4-D parameter/buffer (conv weights) as NHWC, in place. ``Module.to(memory_format=)``
-    would fail on models holding 5-D weights (dynamic convolution's kernel bank)."""
-    with torch.no_grad():
-        for t in list(model.parameters()) + list(model.buffers()):
-            if t.dim() == 4:
-                t.data = t.data.contiguous(memory_format=torch.channels_last)
-    return model
-
-
-def busy_cores(interval: float = 0.25) -> float | None:
-    """Cores busy right now: non-idle jiffies over ``interval`` s from /proc/stat (Linux; None elsewhere).
-
-    Why not the load average: it decays over a minute, so right after another training ends it
-    still reads ~1 on an idle 2-core machine and a new run would start with half the threads."""
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat", encoding="ascii") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)      # idle + iowait
-        return sum(fields[:8]), idle                                   # guest time is inside user
-    try:
-        total0, idle0 = sample()
-        time.sleep(interval)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    if total1 <= total0:
-        return None
-    return (os.cpu_count() or 1) * (1.0 - (idle1 - idle0) / (total1 - total0))
-
-
-def default_cpu_threads(world_size: int = 1) -> int:
-    """Threads per process: the cores per process, but no more than the cores that are idle now.
-
-    Why: OpenMP threads that must wait for a busy core stall every parallel op; on a shared 2-core
-    machine with load 4, one thread trained cnn3 2.5x faster than two. ``--num-threads`` overrides.
-    "Idle now" is measured over a quarter second (busy_cores); the 1-min load average is the fallback.
-    """
-    cores = os.cpu_count() or 1
-    per_process = max(1, cores // max(1, world_size))
-    busy = busy_cores()
-    if busy is None:
-        try:
-            busy = os.getloadavg()[0]
-        except OSError:
-            busy = 0.0
-    idle = cores - busy
-    return max(1, min(per_process, int(round(idle))))
-
-
 def library_versions() -> dict:
+    """Versions of the libraries a run depends on, for config.json (run.versions)."""
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for mod in ("torchvision", "numpy", "safetensors", "PIL", "cv2"):
         try:
@@ -140,15 +95,13 @@ def triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float, 
 
     embeddings: float [B, D]; labels: int64 [B]. mining 'batch-hard': the farthest positive and the
     nearest negative of each anchor; 'random': one random positive and one random negative.
-    Returns a scalar (0 when no anchor has both).
+    Returns a scalar: the mean over valid anchors (0 when no anchor has both).
     """
     dist = torch.cdist(embeddings, embeddings)                      # [B, B]
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     pos_mask, neg_mask = same & ~eye, ~same
     valid = pos_mask.any(1) & neg_mask.any(1)
-    if not bool(valid.any()):
-        return embeddings.sum() * 0.0
     if mining == "batch-hard":
         d_pos = dist.masked_fill(~pos_mask, float("-inf")).amax(1)
         d_neg = dist.masked_fill(~neg_mask, float("inf")).amin(1)
@@ -158,7 +111,10 @@ def triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float, 
         neg_idx = torch.multinomial((neg_mask & valid[:, None]).float() + (~valid)[:, None].float(), 1).squeeze(1)
         rows = torch.arange(len(labels), device=labels.device)
         d_pos, d_neg = dist[rows, pos_idx], dist[rows, neg_idx]
-    return F.relu(d_pos - d_neg + margin)[valid].mean()
+    per_anchor = F.relu(d_pos - d_neg + margin)                     # [B]
+    # A masked mean, not `if valid.any()` + `per_anchor[valid].mean()`: both of those read a value
+    # on the host, a blocking sync at every training step on CUDA. Invalid anchors count as 0.
+    return torch.where(valid, per_anchor, 0.0).sum() / valid.sum().clamp(min=1).to(per_anchor.dtype)
 
 
 class LogitsAndEmbedding(nn.Module):
@@ -274,6 +230,7 @@ def augment_config(augment: dict | str):
 
 
 def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    """The optimiser the config names (adam or sgd with momentum), with its weight decay."""
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                weight_decay=config.resolved_weight_decay())
@@ -291,6 +248,56 @@ def make_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
                                                    total_steps=config.epochs * max(1, steps_per_epoch)), True
     return None, False
+
+
+class TensorBoardLog:
+    """Scalars to ``log_dir`` when TensorBoard works, else nothing (optional: not installed is normal).
+
+    A logging extra must never stop a run: a broken install (e.g. a protobuf mismatch raises
+    TypeError at import), a writer that fails later (full disk) — any Exception warns once and turns
+    TensorBoard off for the rest of the run.
+    """
+
+    def __init__(self, log_dir: Path, *, purge_step: int | None = None, enabled: bool = True) -> None:
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+        except ImportError:
+            pass                                   # tensorboard not installed: nothing to say
+        except Exception as exc:  # noqa: BLE001 - see the class docstring
+            self._give_up(exc)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        """Log one scalar (no-op when TensorBoard is off)."""
+        if self.writer is not None:
+            try:
+                self.writer.add_scalar(tag, value, step)
+            except Exception as exc:  # noqa: BLE001
+                self._give_up(exc)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.flush()
+            except Exception as exc:  # noqa: BLE001
+                self._give_up(exc)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception as exc:  # noqa: BLE001
+                self._give_up(exc)
+            self.writer = None
+
+    def _give_up(self, exc: Exception) -> None:
+        self.writer = None                          # so the warning is given once
+        warnings.warn(f"TensorBoard logging is off for this run ({type(exc).__name__}: {exc}); "
+                      f"training goes on", RuntimeWarning, stacklevel=3)
 
 
 # ==== the trainer =============================================================================
@@ -314,40 +321,24 @@ def train(
     config = config.validate()                    # ConfigError before any work
     dist_info = init_distributed("cuda" if config.device == "cuda" or (
         config.device == "auto" and torch.cuda.is_available()) else "cpu")
-    device = resolve_device(config.device, dist_info)
+    try:
+        device = resolve_device(config.device, dist_info)
+    except ConfigError:
+        shutdown(dist_info)
+        raise
     main = dist_info.is_main
     progress = Progress(enabled=main and not quiet)
 
-    # ---- ownership of the folder (rank 0 decides; every rank stops together) ----------------
-    refusal: Exception | None = None
-    if main:
-        try:
-            run.acquire_lock()
-        except RunLockedError as exc:
-            refusal = exc
-        else:
-            existing = run.read_status().get("state")
-            if not resume and (run.metrics_path.exists() or run.resume_state_path.exists()) and existing != "queued":
-                run.release_lock()
-                refusal = ConfigError(
-                    f"invalid training config:\n  - {run.path} already holds a run ({existing}); "
-                    f"use --resume {run.path} to continue it, or choose another --out folder"
-                )
-    if not agree(refusal is None, dist_info, device if device.type == "cuda" else torch.device("cpu")):
-        shutdown(dist_info)
-        raise refusal or RunLockedError(run.path, None)
-
-    if main:
-        for stale in run.path.glob(".*.tmp"):   # temp files of atomic writes cut short by a kill -9
-            stale.unlink(missing_ok=True)
-
+    _claim_folder(run, resume, dist_info, device)
     old_handlers = _install_signal_handlers()
     state = {"epoch": 0, "step": 0}
+    failed = True          # until _train returns: a failed rank aborts its process group
     try:
         if main:
             run.write_status("running", pid=os.getpid(), message="loading data", started=time.time(),
                              finished=None, epoch=0, epochs=config.epochs)
         result = _train(config, run, device, dist_info, resume, progress, state)
+        failed = False
         return result
     except RunCancelled as exc:
         msg = (f"cancelled ({exc}) during epoch {state['epoch']}; the last completed epoch is kept in "
@@ -363,16 +354,7 @@ def train(
             progress.message(f"failed: {msg}")
         return {"state": "failed", "message": msg}
     except Exception as exc:  # noqa: BLE001 - recorded in status.json; traceback on stderr
-        if _is_oom(exc):
-            msg = (f"out of memory with batch size {config.batch_size} (epoch {state['epoch']}); "
-                   f"try --batch-size {max(1, config.batch_size // 2)} or a smaller --image-size")
-        elif _is_disk_write_error(exc, run):
-            # Read-only folder, full disk, permissions: say which file, and that completed epochs are safe.
-            msg = (f"writing the run folder failed during epoch {state['epoch']}: {exc}; the last completed "
-                   f"epoch is kept (every checkpoint is written to a temp file, then renamed); make "
-                   f"{run.path} writable and continue with --resume {run.path}")
-        else:
-            msg = f"{type(exc).__name__}: {exc}"
+        msg = _failure_message(exc, config, run, state)
         if main:
             msg += _final_status(run, "failed", msg)
         if not _is_disk_write_error(exc, run):
@@ -385,7 +367,48 @@ def train(
                 run.release_lock()
             except OSError:   # read-only folder: the lock is stale once this process exits anyway
                 pass
+        shutdown(dist_info, failed=failed)
+
+
+def _claim_folder(run: RunFolder, resume: bool, dist_info: DistInfo, device: torch.device) -> None:
+    """Take train.lock (rank 0 decides; every rank stops together) and clear stale temp files.
+
+    Raises RunLockedError (another live trainer owns the folder) or ConfigError (the folder holds a
+    run and ``resume`` is off) on every rank, after leaving the process group.
+    """
+    refusal: Exception | None = None
+    if dist_info.is_main:
+        try:
+            run.acquire_lock()
+        except RunLockedError as exc:
+            refusal = exc
+        else:
+            existing = run.read_status().get("state")
+            if not resume and (run.metrics_path.exists() or run.resume_state_path.exists()) and existing != "queued":
+                run.release_lock()
+                refusal = ConfigError(
+                    f"invalid training config:\n  - {run.path} already holds a run ({existing}); "
+                    f"use --resume {run.path} to continue it, or choose another --out folder"
+                )
+    if not agree(refusal is None, dist_info, device if device.type == "cuda" else torch.device("cpu")):
         shutdown(dist_info)
+        raise refusal or RunLockedError(run.path, None)
+    if dist_info.is_main:
+        for stale in run.path.glob(".*.tmp"):   # temp files of atomic writes cut short by a kill -9
+            stale.unlink(missing_ok=True)
+
+
+def _failure_message(exc: Exception, config: TrainConfig, run: RunFolder, state: dict) -> str:
+    """The status message of an unexpected failure: OOM and disk errors say what to do next."""
+    if _is_oom(exc):
+        return (f"out of memory with batch size {config.batch_size} (epoch {state['epoch']}); "
+                f"try --batch-size {max(1, config.batch_size // 2)} or a smaller --image-size")
+    if _is_disk_write_error(exc, run):
+        # Read-only folder, full disk, permissions: say which file, and that completed epochs are safe.
+        return (f"writing the run folder failed during epoch {state['epoch']}: {exc}; the last completed "
+                f"epoch is kept (every checkpoint is written to a temp file, then renamed); make "
+                f"{run.path} writable and continue with --resume {run.path}")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _is_disk_write_error(exc: BaseException, run: RunFolder) -> bool:
@@ -417,64 +440,164 @@ def _is_oom(exc: BaseException) -> bool:
     return (oom is not None and isinstance(exc, oom)) or "out of memory" in str(exc).lower()
 
 
+# ==== the stages of one run ===================================================================
+@dataclass
+class _Context:
+    """What every stage of one training process shares."""
+
+    config: TrainConfig
+    run: RunFolder
+    device: torch.device
+    dist: DistInfo
+    progress: Progress
+    state: dict                                  # epoch/step, read by train()'s failure messages
+    tb: TensorBoardLog = field(default_factory=lambda: TensorBoardLog(Path(), enabled=False))
+
+    @property
+    def main(self) -> bool:
+        return self.dist.is_main
+
+
+@dataclass
+class _Data:
+    """The loaders and what config.json records about the data."""
+
+    train_loader: Any                            # BatchLoader over this rank's shard
+    val_loader: Any | None                       # BatchLoader over the whole validation split
+    steps_per_epoch: int                         # the same on every rank
+    num_classes: int
+    classes: list[str]
+    in_channels: int                             # channels the model's first layer takes
+    source_channels: int                         # channels of the dataset's images
+    image_size: int
+    normalize: tuple[list[float], list[float]] | None
+    eval_combo: str                              # the combination validation and test use
+    sizes: dict[str, int]                        # n_train, n_val, n_test
+
+
+@dataclass
+class _Parts:
+    """The model and what trains it."""
+
+    model: nn.Module                             # the plain model (saved, validated)
+    net: nn.Module                               # what the loop calls: + embedding, DDP, compile
+    use_triplet: bool
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    per_batch: bool                              # the scheduler steps per batch (onecycle)
+    criterion: nn.Module
+    compile_pending: bool                        # torch.compile compiles on the next step
+
+
+@dataclass
+class _Book:
+    """The counters the resume state carries from epoch to epoch."""
+
+    start_epoch: int = 1
+    best_val: float = -1.0
+    best_epoch: int = 0
+    global_step: int = 0
+
+
 def _train(config: TrainConfig, run: RunFolder, device: torch.device, dist_info: DistInfo, resume: bool,
            progress: Progress, state: dict) -> dict:
-    from core.data import BatchLoader, PreprocessConfig, compute_normalization, load_dataset
-    from core.models.registry import create_model, get_spec
-
-    main = dist_info.is_main
-    on_cuda = device.type == "cuda"
-
-    # ---- determinism and speed knobs ----------------------------------------------------------
+    """The run, top to bottom; returns the final status dict (errors propagate to train())."""
+    ctx = _Context(config, run, device, dist_info, progress, state)
     torch.manual_seed(config.seed)                # same init on every rank; DDP also broadcasts rank 0's
-    if device.type == "cpu":
-        # On resume keep the thread count of the run (float reductions may split by thread).
-        recorded = ((run.read_config() or {}).get("run") or {}).get("cpu_threads") if resume else None
-        threads = config.num_threads or recorded or default_cpu_threads(dist_info.world_size)
-        torch.set_num_threads(int(threads))
-    else:
-        threads = torch.get_num_threads()
-        torch.backends.cudnn.benchmark = True     # fixed input shapes: pick the fastest conv kernels once
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    threads = _set_cpu_threads(ctx, resume)
+    data = _build_data(ctx)
+    parts = _build_model(ctx, data)
+    book = _restore_resume_state(ctx, parts) if resume and run.resume_state_path.exists() else _Book()
+    _write_run_config(ctx, data, threads, resume, book)
+    ctx.tb = TensorBoardLog(run.path / "tensorboard", purge_step=book.global_step or None,
+                            enabled=ctx.main and config.tensorboard)
+    if ctx.main:
+        run.write_status("running", message=f"epoch {book.start_epoch}", epoch=book.start_epoch - 1,
+                         epochs=config.epochs)
+    progress.message(f"training {config.model} on {config.dataset} ({data.sizes['n_train']} images, "
+                     f"channels {config.channels}/{config.channel_strategy}) on {device} -> {run.path}")
+    try:
+        with speed_settings(device):              # cudnn.benchmark + TF32 for the training only
+            for epoch in range(book.start_epoch, config.epochs + 1):
+                state["epoch"] = epoch
+                row = _train_epoch(ctx, data, parts, book, epoch)
+                is_best = _track_best(book, row)
+                if ctx.main:
+                    _commit_epoch(ctx, parts, book, row, is_best)
+                barrier(dist_info)
+    finally:
+        ctx.tb.close()
+    return _finish(ctx, book)
 
-    # ---- data ---------------------------------------------------------------------------------
-    data = load_dataset(
-        config.dataset,
-        image_size=config.image_size,
-        root=config.data_root,
-        seed=config.seed,
-        preprocess=PreprocessConfig.from_dict(config.preprocess) if config.preprocess else None,
-        max_train_samples=config.max_train_samples,
-    )
-    info = data.info
+
+def _set_cpu_threads(ctx: _Context, resume: bool) -> int:
+    """Pick (and set) the CPU thread count; on resume keep the run's (float reductions may split by thread)."""
+    if ctx.device.type != "cpu":
+        return torch.get_num_threads()
+    recorded = ((ctx.run.read_config() or {}).get("run") or {}).get("cpu_threads") if resume else None
+    threads = ctx.config.num_threads or recorded or default_cpu_threads(ctx.dist.world_size)
+    torch.set_num_threads(int(threads))
+    return int(threads)
+
+
+def _build_data(ctx: _Context) -> _Data:
+    """Load the dataset (as the run's config describes it) and build this rank's loaders."""
+    from core.data import BatchLoader, compute_normalization
+    from core.models.registry import get_spec
+    from core.training.run_info import load_dataset_for
+
+    config, device = ctx.config, ctx.device
+    data = load_dataset_for(config)
     source_channels = int(data.train.images.shape[1])
     normalize = compute_normalization(data.train) if config.normalize else None
-    spec = get_spec(config.model)
-    in_ch = input_channels(config.channels, config.channel_strategy, spec.variable_input, source_channels)
+    in_ch = input_channels(config.channels, config.channel_strategy, get_spec(config.model).variable_input,
+                           source_channels)
     eval_combo = ("L" if source_channels == 1 else "RGB") if config.channels == "random" else config.channels
-
-    shard = math.ceil(len(data.train.labels) / dist_info.world_size)
-    train_loader = BatchLoader(
-        data.train, config.batch_size, shuffle=True,
-        # A last batch of 1 sample breaks BatchNorm in train mode: drop the remainder when there is a full batch.
-        drop_last=shard >= config.batch_size,
-        augment=augment_config(config.augment),
-        channels=config.channels, strategy=config.channel_strategy, normalize=normalize,
-        device=str(device), seed=config.seed, rank=dist_info.rank, world_size=dist_info.world_size,
-    )
+    train_loader = build_train_loader(config, data.train, normalize, device, ctx.dist)
     # Validation: the whole split on every rank (small; avoids uneven shards), one fixed combination.
     val_loader = BatchLoader(
         data.val, max(256, config.batch_size), shuffle=False, channels=eval_combo,
         strategy=config.channel_strategy, normalize=normalize, device=str(device), seed=config.seed,
     ) if len(data.val.labels) else None
     # DDP needs the same number of steps on every rank, or the last all-reduce waits forever.
-    steps_per_epoch = int(all_reduce(torch.tensor([len(train_loader)], device=device), dist_info, "min").item())
-    if steps_per_epoch < 1:
+    steps = int(all_reduce(torch.tensor([len(train_loader)], device=device), ctx.dist, "min").item())
+    if steps < 1:
         raise TrainingFailed(f"the train split has {len(data.train.labels)} images: not one batch per process")
+    return _Data(train_loader=train_loader, val_loader=val_loader, steps_per_epoch=steps,
+                 num_classes=data.info.num_classes, classes=list(data.info.classes), in_channels=in_ch,
+                 source_channels=source_channels,
+                 image_size=int(data.train.images.shape[-1]), normalize=normalize, eval_combo=eval_combo,
+                 sizes={"n_train": len(data.train.labels), "n_val": len(data.val.labels),
+                        "n_test": len(data.test.labels)})
 
-    # ---- model --------------------------------------------------------------------------------
-    model = create_model(config.model, num_classes=info.num_classes, in_channels=in_ch, **config.model_options)
+
+def build_train_loader(config: TrainConfig, split, normalize, device: torch.device, dist_info: DistInfo):
+    """The shuffled, augmented BatchLoader over this rank's shard of ``split`` (a TensorSplit).
+
+    The shard size comes from the loader's own rule (core.data.loader.shard_size, rounded down),
+    so the drop_last decision matches the batches the loader will really produce.
+    """
+    from core.data import BatchLoader
+    from core.data.loader import shard_size
+
+    shard = shard_size(len(split.labels), dist_info.world_size)
+    return BatchLoader(
+        split, config.batch_size, shuffle=True,
+        # A last batch of 1 sample breaks BatchNorm in train mode: drop the remainder when there is a full batch.
+        drop_last=shard >= config.batch_size,
+        augment=augment_config(config.augment),
+        channels=config.channels, strategy=config.channel_strategy, normalize=normalize,
+        device=str(device), seed=config.seed, rank=dist_info.rank, world_size=dist_info.world_size,
+    )
+
+
+def _build_model(ctx: _Context, data: _Data) -> _Parts:
+    """The model on the device, wrapped for the loop (embedding, DDP, compile), and its optimiser."""
+    from core.models.registry import create_model
+
+    config, device = ctx.config, ctx.device
+    model = create_model(config.model, num_classes=data.num_classes, in_channels=data.in_channels,
+                         **config.model_options)
     model.to(device)
     if config.channels_last:
         # NHWC: tensor-core friendly on CUDA; on this CPU oneDNN's NHWC convolutions trained cnn3
@@ -485,216 +608,264 @@ def _train(config: TrainConfig, run: RunFolder, device: torch.device, dist_info:
         raise ConfigError(f"invalid training config:\n  - model {config.model!r} has no embed(); "
                           f"loss 'ce+triplet' needs one")
     net: nn.Module = LogitsAndEmbedding(model) if use_triplet else model
-    if dist_info.enabled:
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if on_cuda else None)
+    if ctx.dist.enabled:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         net = torch.compile(net)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else torch.autocast("cpu", enabled=False)
-
-    # ---- optimizer, scheduler, loss -------------------------------------------------------------
     optimizer = make_optimizer(config, model.parameters())
-    scheduler, per_batch = make_scheduler(config, optimizer, steps_per_epoch)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    scheduler, per_batch = make_scheduler(config, optimizer, data.steps_per_epoch)
+    return _Parts(model=model, net=net, use_triplet=use_triplet, optimizer=optimizer, scheduler=scheduler,
+                  per_batch=per_batch, criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+                  compile_pending=config.compile)
 
-    # ---- config.json / resume -------------------------------------------------------------------
-    start_epoch, best_val, best_epoch, global_step = 1, -1.0, 0, 0
-    run_section = {
-        "device": str(device), "device_name": torch.cuda.get_device_name(device) if on_cuda else platform.processor() or "cpu",
-        "world_size": dist_info.world_size, "cpu_threads": threads, "versions": library_versions(),
-        "num_classes": info.num_classes, "classes": list(info.classes), "in_channels": in_ch,
-        "source_channels": source_channels, "image_size": int(data.train.images.shape[-1]),
-        "normalize_mean": list(normalize[0]) if normalize else None,
-        "normalize_std": list(normalize[1]) if normalize else None,
-        "eval_channels": eval_combo, "n_train": len(data.train.labels), "n_val": len(data.val.labels),
-        "n_test": len(data.test.labels), "batch_size_global": config.batch_size * dist_info.world_size,
-        "amp": "bf16" if on_cuda else None, "command": " ".join(sys.argv),
-    }
-    if resume and run.resume_state_path.exists():
-        saved = ckpt.load_resume_state(run.resume_state_path)
-        ckpt.load_into(model, saved["model"], run.resume_state_path)
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None and saved.get("scheduler") and int(saved.get("epochs", -1)) == config.epochs:
-            scheduler.load_state_dict(saved["scheduler"])
-        elif scheduler is not None:
-            # --epochs changed on resume: the schedule is the one of the new length, fast-forwarded.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")   # "scheduler.step() before optimizer.step()"
-                for _ in range(int(saved["global_step"]) if per_batch else int(saved["epoch"])):
-                    scheduler.step()
-        torch.set_rng_state(saved["rng_cpu"])
-        if on_cuda and saved.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(saved["rng_cuda"], device)
-        start_epoch = int(saved["epoch"]) + 1
-        best_val, best_epoch = float(saved["best_val_acc"]), int(saved["best_epoch"])
-        global_step = int(saved["global_step"])
-    if main:
-        if resume:
-            run.truncate_rows_after(start_epoch - 1)   # drop rows of the epoch that was interrupted
-        prior = run.read_config() or {}
-        full = {**config.to_dict(), "run": {**(prior.get("run") or {}), **run_section,
-                                            "created": (prior.get("run") or {}).get("created", time.time())}}
-        run.write_config(full)
-    barrier(dist_info)
 
-    tb = None
-    if main and config.tensorboard:
-        try:
-            from torch.utils.tensorboard import SummaryWriter   # optional: only when tensorboard is installed
-            tb = SummaryWriter(log_dir=str(run.path / "tensorboard"), purge_step=global_step or None)
-        except ImportError:
-            tb = None
-
-    if main:
-        run.write_status("running", message=f"epoch {start_epoch}", epoch=start_epoch - 1, epochs=config.epochs)
-    progress.message(f"training {config.model} on {config.dataset} ({len(data.train.labels)} images, "
-                     f"channels {config.channels}/{config.channel_strategy}) on {device} -> {run.path}")
-
-    # ---- the loop -------------------------------------------------------------------------------
-    for epoch in range(start_epoch, config.epochs + 1):
-        state["epoch"] = epoch
-        net.train()
-        train_loader.set_epoch(epoch)
-        epoch_start = time.time()
-        loss_sum = torch.zeros((), device=device)          # accumulated on the device: no sync per step
-        correct = torch.zeros((), device=device, dtype=torch.int64)
-        seen = 0
-        interval_losses: list[torch.Tensor] = []
-        interval_start, interval_images = time.time(), 0
-        lr_in_epoch = optimizer.param_groups[0]["lr"]
-
-        for step, (x, y) in enumerate(train_loader, start=1):
-            if step > steps_per_epoch:
-                break
-            check_cancelled()
-            state["step"] = step
-            if config.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with amp:
-                out = net(x)
-                logits, emb = out if use_triplet else (out, None)
-                loss = criterion(logits.float(), y)
-                if use_triplet:
-                    loss = loss + config.triplet_weight * triplet_loss(
-                        emb.float(), y, config.triplet_margin, config.triplet_mining)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            lr_in_epoch = optimizer.param_groups[0]["lr"]
-            if per_batch:
+def _restore_resume_state(ctx: _Context, parts: _Parts) -> _Book:
+    """Load last_state.pt into the model, optimiser, scheduler and RNGs; the counters to go on with."""
+    path = ctx.run.resume_state_path
+    saved = ckpt.load_resume_state(path)
+    ckpt.load_into(parts.model, saved["model"], path)
+    parts.optimizer.load_state_dict(saved["optimizer"])
+    scheduler = parts.scheduler
+    if scheduler is not None and saved.get("scheduler") and int(saved.get("epochs", -1)) == ctx.config.epochs:
+        scheduler.load_state_dict(saved["scheduler"])
+    elif scheduler is not None:
+        # --epochs changed on resume: the schedule is the one of the new length, fast-forwarded.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # "scheduler.step() before optimizer.step()"
+            for _ in range(int(saved["global_step"]) if parts.per_batch else int(saved["epoch"])):
                 scheduler.step()
-            global_step += 1
+    torch.set_rng_state(saved["rng_cpu"])
+    if ctx.device.type == "cuda" and saved.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(saved["rng_cuda"], ctx.device)
+    return _Book(start_epoch=int(saved["epoch"]) + 1, best_val=float(saved["best_val_acc"]),
+                 best_epoch=int(saved["best_epoch"]), global_step=int(saved["global_step"]))
 
-            batch = y.shape[0]
-            loss_d = loss.detach()
-            loss_sum += loss_d * batch
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += batch
-            interval_losses.append(loss_d)
-            interval_images += batch
 
-            if step % config.log_every == 0 or step == steps_per_epoch:
-                # The one sync per interval: check every step's loss for NaN/inf, then log.
-                losses = torch.stack(interval_losses).float().cpu()
-                bad = (~torch.isfinite(losses)).nonzero()
-                if len(bad):
-                    bad_step = step - len(losses) + 1 + int(bad[0])
-                    raise TrainingFailed(
-                        f"loss became {losses[int(bad[0])].item()} at epoch {epoch}, step {bad_step} "
-                        f"(lr {lr_in_epoch:g}); the training diverged: try a lower learning rate "
-                        f"(e.g. --lr {config.lr / 10:g})"
-                    )
-                now = time.time()
-                ips = interval_images * dist_info.world_size / max(now - interval_start, 1e-9)
-                mean_loss = float(losses.mean())
-                if main:
-                    append_jsonl(run.steps_path, {"epoch": epoch, "step": step, "global_step": global_step,
-                                                  "loss": mean_loss, "images_per_s": ips})
-                    if tb is not None:
-                        tb.add_scalar("train/step_loss", mean_loss, global_step)
-                progress.update(epoch, config.epochs, step, steps_per_epoch, mean_loss, ips, epoch_start)
-                interval_losses, interval_start, interval_images = [], now, 0
-
-        train_seconds = time.time() - epoch_start
-        totals = all_reduce(torch.stack([loss_sum.float(), correct.float(),
-                                         torch.tensor(float(seen), device=device)]), dist_info)
-        loss_total, correct_total, seen_total = (float(v) for v in totals.cpu())
-        if scheduler is not None and not per_batch:
-            scheduler.step()
-
-        val_loss = val_acc = None
-        if val_loader is not None:
-            from core.evaluate import run_batches
-
-            res = run_batches(ckpt.unwrap_model(model), val_loader, device=device,
-                              channels_last=config.channels_last)
-            val_loss, val_acc = res["loss"], res["accuracy"]
-
-        row = {
-            "epoch": epoch,
-            "train_loss": loss_total / max(seen_total, 1),
-            "train_acc": correct_total / max(seen_total, 1),
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": lr_in_epoch,
-            "seconds": time.time() - epoch_start,
-            "images_per_s": seen_total / max(train_seconds, 1e-9),
+def _write_run_config(ctx: _Context, data: _Data, threads: int, resume: bool, book: _Book) -> None:
+    """config.json = the TrainConfig + a ``run`` section of what this start found out (rank 0)."""
+    config, device, run = ctx.config, ctx.device, ctx.run
+    if ctx.main:
+        on_cuda = device.type == "cuda"
+        run_section = {
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if on_cuda else platform.processor() or "cpu",
+            "world_size": ctx.dist.world_size, "process_group": backend_name(ctx.dist),
+            "cpu_threads": threads, "versions": library_versions(),
+            "num_classes": data.num_classes, "classes": data.classes, "in_channels": data.in_channels,
+            "source_channels": data.source_channels, "image_size": data.image_size,
+            "normalize_mean": list(data.normalize[0]) if data.normalize else None,
+            "normalize_std": list(data.normalize[1]) if data.normalize else None,
+            "eval_channels": data.eval_combo, **data.sizes,
+            "batch_size_global": config.batch_size * ctx.dist.world_size,
+            "amp": autocast_name(device), "command": " ".join(sys.argv),
         }
-        score = val_acc if val_acc is not None else row["train_acc"]
-        is_best = score > best_val
+        if resume:
+            run.truncate_rows_after(book.start_epoch - 1)   # drop rows of the epoch that was interrupted
+        prior = (run.read_config() or {}).get("run") or {}
+        run.write_config({**config.to_dict(),
+                          "run": {**prior, **run_section, "created": prior.get("created", time.time())}})
+    barrier(ctx.dist)
+
+
+@dataclass
+class _Interval:
+    """The steps since the last log line: their losses (on the device) and images."""
+
+    start: float
+    losses: list[torch.Tensor] = field(default_factory=list)
+    images: int = 0
+
+
+def _train_epoch(ctx: _Context, data: _Data, parts: _Parts, book: _Book, epoch: int) -> dict:
+    """Train one epoch on this rank's shard, then validate; returns the epoch's metrics row.
+
+    No host sync per step: loss and accuracy accumulate on the device; the one sync per log
+    interval (_log_interval) checks every step's loss for NaN/inf.
+    """
+    config, device = ctx.config, ctx.device
+    parts.net.train()
+    data.train_loader.set_epoch(epoch)
+    epoch_start = time.time()
+    loss_sum = torch.zeros((), device=device)          # accumulated on the device: no sync per step
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    interval = _Interval(start=time.time())
+    compile_seconds, compile_images = None, 0
+    lr_in_epoch = parts.optimizer.param_groups[0]["lr"]
+
+    for step, (x, y) in enumerate(data.train_loader, start=1):
+        if step > data.steps_per_epoch:
+            break
+        check_cancelled()
+        ctx.state["step"] = step
+        compiling = parts.compile_pending
+        if compiling:
+            synchronize(device)
+            compile_start = time.perf_counter()
+        loss, logits = _train_step(ctx, parts, x, y)
+        lr_in_epoch = parts.optimizer.param_groups[0]["lr"]
+        if parts.per_batch:
+            parts.scheduler.step()
+        book.global_step += 1
+
+        batch = y.shape[0]
+        loss_sum += loss * batch
+        correct += (logits.argmax(1) == y).sum()
+        seen += batch
+        interval.losses.append(loss)
+        interval.images += batch
+        if compiling:
+            # torch.compile compiles during its first forward and backward: that step's time is
+            # compile time, reported apart and left out of the epoch's images_per_s.
+            synchronize(device)
+            compile_seconds, compile_images = time.perf_counter() - compile_start, batch
+            parts.compile_pending = False
+
+        if step % config.log_every == 0 or step == data.steps_per_epoch:
+            _log_interval(ctx, book, interval, epoch, step, data.steps_per_epoch, lr_in_epoch, epoch_start)
+            interval = _Interval(start=time.time())
+
+    train_seconds = time.time() - epoch_start
+    totals = all_reduce(torch.stack([loss_sum.float(), correct.float(),
+                                     torch.tensor(float(seen), device=device)]), ctx.dist)
+    loss_total, correct_total, seen_total = (float(v) for v in totals.cpu())
+    if parts.scheduler is not None and not parts.per_batch:
+        parts.scheduler.step()
+    images_per_s = seen_total / max(train_seconds, 1e-9)
+    if compile_seconds is not None:
+        timed_images = seen_total - compile_images * ctx.dist.world_size
+        timed_seconds = train_seconds - compile_seconds
+        if timed_images > 0 and timed_seconds > 0:   # else the compiled step was the whole epoch
+            images_per_s = timed_images / timed_seconds
+
+    val_loss, val_acc = _validate(ctx, data, parts)
+    row = {
+        "epoch": epoch,
+        "train_loss": loss_total / max(seen_total, 1),
+        "train_acc": correct_total / max(seen_total, 1),
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "lr": lr_in_epoch,
+        "seconds": time.time() - epoch_start,
+        "images_per_s": images_per_s,
+    }
+    if compile_seconds is not None:
+        row["compile_seconds"] = compile_seconds
+    return row
+
+
+def _train_step(ctx: _Context, parts: _Parts, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward, loss, backward, optimiser step for one batch (x float [B, C, H, W], y int64 [B]).
+
+    Returns (loss: 0-d, logits [B, K]), both detached and still on the device.
+    """
+    config = ctx.config
+    if config.channels_last:
+        x = to_channels_last_batch(x)
+    with train_autocast(ctx.device):
+        out = parts.net(x)
+        logits, emb = out if parts.use_triplet else (out, None)
+        loss = parts.criterion(logits.float(), y)
+        if parts.use_triplet:
+            loss = loss + config.triplet_weight * triplet_loss(
+                emb.float(), y, config.triplet_margin, config.triplet_mining)
+    parts.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    parts.optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+def _log_interval(ctx: _Context, book: _Book, interval: _Interval, epoch: int, step: int, steps: int,
+                  lr: float, epoch_start: float) -> None:
+    """The one sync per interval: check every step's loss for NaN/inf, then log (steps.jsonl, progress)."""
+    losses = torch.stack(interval.losses).float().cpu()
+    bad = (~torch.isfinite(losses)).nonzero()
+    if len(bad):
+        bad_step = step - len(losses) + 1 + int(bad[0])
+        raise TrainingFailed(
+            f"loss became {losses[int(bad[0])].item()} at epoch {epoch}, step {bad_step} "
+            f"(lr {lr:g}); the training diverged: try a lower learning rate "
+            f"(e.g. --lr {ctx.config.lr / 10:g})"
+        )
+    now = time.time()
+    ips = interval.images * ctx.dist.world_size / max(now - interval.start, 1e-9)
+    mean_loss = float(losses.mean())
+    if ctx.main:
+        append_jsonl(ctx.run.steps_path, {"epoch": epoch, "step": step, "global_step": book.global_step,
+                                          "loss": mean_loss, "images_per_s": ips})
+        ctx.tb.scalar("train/step_loss", mean_loss, book.global_step)
+    ctx.progress.update(epoch, ctx.config.epochs, step, steps, mean_loss, ips, epoch_start)
+
+
+def _validate(ctx: _Context, data: _Data, parts: _Parts) -> tuple[float | None, float | None]:
+    """(val_loss, val_acc) of the plain model on the validation split, in fp32; (None, None) without one."""
+    if data.val_loader is None:
+        return None, None
+    res = run_batches(ckpt.unwrap_model(parts.model), data.val_loader, device=ctx.device,
+                      channels_last=ctx.config.channels_last, timed=False)
+    return res["loss"], res["accuracy"]
+
+
+def _track_best(book: _Book, row: dict) -> bool:
+    """Update the best epoch (by val_acc, or train_acc without a validation split); True if this is it."""
+    score = row["val_acc"] if row["val_acc"] is not None else row["train_acc"]
+    if score > book.best_val:
+        book.best_val, book.best_epoch = score, row["epoch"]
+        return True
+    return False
+
+
+def _commit_epoch(ctx: _Context, parts: _Parts, book: _Book, row: dict, is_best: bool) -> None:
+    """Rank 0: record the epoch (metrics row, weights, resume state, status). Order matters:
+    last_state.pt is the commit point; a cancel request waits until it is written."""
+    config, run, model, epoch = ctx.config, ctx.run, parts.model, row["epoch"]
+    with _guard:
+        append_jsonl(run.metrics_path, row)
+        meta = {"epoch": epoch, "model": config.model, "val_acc": row["val_acc"]}
         if is_best:
-            best_val, best_epoch = score, epoch
+            ckpt.save_weights(run.best_weights_path, model, {**meta, "which": "best"})
+        if config.checkpoint_every and epoch % config.checkpoint_every == 0:
+            ckpt.save_weights(run.epoch_weights_path(epoch), model, {**meta, "which": f"epoch {epoch}"})
+        ckpt.save_weights(run.last_weights_path, model, {**meta, "which": "last"})
+        ckpt.save_resume_state(run.resume_state_path, {
+            "epoch": epoch,
+            "epochs": config.epochs,
+            "global_step": book.global_step,
+            "best_val_acc": book.best_val,
+            "best_epoch": book.best_epoch,
+            "model": ckpt.state_dict_for_saving(model),
+            "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(ctx.device) if ctx.device.type == "cuda" else None,
+        })
+        run.write_status("running", epoch=epoch, message=f"epoch {epoch}/{config.epochs} done",
+                         best_epoch=book.best_epoch, best_val_acc=book.best_val)
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"):
+            if row[key] is not None:
+                ctx.tb.scalar(f"epoch/{key}", row[key], epoch)
+        ctx.tb.flush()
+        ctx.progress.end_epoch(row)
 
-        # ---- checkpoint (rank 0). Order matters: last_state.pt is the commit point -------------
-        if main:
-            with _guard:   # a cancel request waits until this epoch is committed
-                append_jsonl(run.metrics_path, row)
-                meta = {"epoch": epoch, "model": config.model, "val_acc": val_acc}
-                if is_best:
-                    ckpt.save_weights(run.best_weights_path, model, {**meta, "which": "best"})
-                if config.checkpoint_every and epoch % config.checkpoint_every == 0:
-                    ckpt.save_weights(run.epoch_weights_path(epoch), model, {**meta, "which": f"epoch {epoch}"})
-                ckpt.save_weights(run.last_weights_path, model, {**meta, "which": "last"})
-                ckpt.save_resume_state(run.resume_state_path, {
-                    "epoch": epoch,
-                    "epochs": config.epochs,
-                    "global_step": global_step,
-                    "best_val_acc": best_val,
-                    "best_epoch": best_epoch,
-                    "model": ckpt.state_dict_for_saving(model),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "rng_cpu": torch.get_rng_state(),
-                    "rng_cuda": torch.cuda.get_rng_state(device) if on_cuda else None,
-                })
-                run.write_status("running", epoch=epoch, message=f"epoch {epoch}/{config.epochs} done",
-                                 best_epoch=best_epoch, best_val_acc=best_val)
-                if tb is not None:
-                    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"):
-                        if row[key] is not None:
-                            tb.add_scalar(f"epoch/{key}", row[key], epoch)
-                    tb.flush()
-                progress.end_epoch(row)
-        barrier(dist_info)
 
-    if tb is not None:
-        tb.close()
-
-    # ---- evaluation (rank 0, plain model) -------------------------------------------------------
-    message = f"done: {config.epochs} epochs, best val_acc {best_val:.4f} at epoch {best_epoch}"
-    if main and config.eval_at_end:
+def _finish(ctx: _Context, book: _Book) -> dict:
+    """Rank 0 evaluates on the test split (fp32) while the other ranks wait, then the run is done."""
+    config, run = ctx.config, ctx.run
+    message = f"done: {config.epochs} epochs, best val_acc {book.best_val:.4f} at epoch {book.best_epoch}"
+    if ctx.main and config.eval_at_end:
         run.write_status("running", message="evaluating on the test split", epoch=config.epochs)
         try:
-            from core.evaluate import evaluate_run
-
-            result = evaluate_run(run.path, device=str(device))
+            result = evaluate_run(run.path, device=str(ctx.device))
             message += f"; test_acc {result['test_acc']:.4f}"
         except Exception as exc:  # noqa: BLE001 - training itself succeeded; say why eval did not
             message += f"; evaluation failed: {type(exc).__name__}: {exc}"
             traceback.print_exc(file=sys.stderr)
-    if main:
+    # No rank leaves (and tears the process group down) while rank 0 is still evaluating.
+    barrier(ctx.dist)
+    if ctx.main:
         run.write_status("done", message=message, finished=time.time(), epoch=config.epochs)
-        progress.message(message)
-    return {"state": "done", "message": message, "best_epoch": best_epoch, "best_val_acc": best_val}
+        ctx.progress.message(message)
+    return {"state": "done", "message": message, "best_epoch": book.best_epoch, "best_val_acc": book.best_val}
 
 
 def load_config_for_resume(run_dir: str | os.PathLike, **overrides: Any) -> TrainConfig:

@@ -1,4 +1,5 @@
-"""benchmarks/bench_trainer.py: the paired accuracy summary is right, and a tiny two-seed run works."""
+"""benchmarks/bench_trainer.py: the paired accuracy summary is right, a tiny two-seed run works (the
+plain baseline with the process defaults), and --device cuda without a GPU stops at once."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "bench_trainer.py"
@@ -50,5 +52,17 @@ def test_two_seed_run_writes_every_trial(tmp_path):
         assert t["ours"]["images"] == t["plain"]["images"] > 0     # the same steps on both sides
         for side in ("ours", "plain"):
             assert 0.0 <= t[side]["test_acc"] <= 1.0 and t[side]["images_per_s"] > 0
+        # plain fp32 ran with the process defaults, not with settings left behind by our trainer
+        assert t["plain"]["cudnn_benchmark"] is False and t["plain"]["matmul_precision"] == "highest"
     assert summary["accuracy"]["n"] == 2 and "diff_ci95" in summary["accuracy"]
     assert "95% interval" in proc.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_cuda_without_a_gpu_is_one_line_and_exit_2():
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cuda"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: --device cuda: no CUDA GPU is available on this machine (use --device cpu or auto)"]
+    assert proc.stdout == ""

@@ -17,9 +17,8 @@ METRIC_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", 
 
 
 def env() -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), e.get("PYTHONPATH", "")) if p)
-    return e
+    """The child's environment: ours as it is (the project is installed, `core` imports anywhere)."""
+    return dict(os.environ)
 
 
 def run_cli(module: str, *args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:

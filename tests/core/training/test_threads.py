@@ -1,4 +1,4 @@
-"""The trainer's default CPU thread count follows the cores idle *now*, not the lagging load average."""
+"""The trainer's default CPU thread count (core/training/device.py) follows the cores idle *now*, not the lagging load average."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import os
 
 import pytest
 
-from core.training import trainer
+from core.training import device
 
 
 def test_busy_cores_reads_proc_stat():
     if not os.path.exists("/proc/stat"):
         pytest.skip("no /proc/stat (not Linux)")
-    busy = trainer.busy_cores(0.1)
+    busy = device.busy_cores(0.1)
     assert busy is not None and 0.0 <= busy <= (os.cpu_count() or 1) + 1e-9
 
 
@@ -24,13 +24,13 @@ def test_busy_cores_reads_proc_stat():
     (16, 13.0, 4, 3),   # ... and still capped by what is idle
 ])
 def test_default_threads_from_idle_cores(monkeypatch, cores, busy, world, expected):
-    monkeypatch.setattr(trainer.os, "cpu_count", lambda: cores)
-    monkeypatch.setattr(trainer, "busy_cores", lambda interval=0.25: busy)
-    assert trainer.default_cpu_threads(world) == expected
+    monkeypatch.setattr(device.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(device, "busy_cores", lambda interval=0.25: busy)
+    assert device.default_cpu_threads(world) == expected
 
 
 def test_load_average_is_the_fallback(monkeypatch):
-    monkeypatch.setattr(trainer.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(trainer, "busy_cores", lambda interval=0.25: None)
-    monkeypatch.setattr(trainer.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
-    assert trainer.default_cpu_threads() == 1
+    monkeypatch.setattr(device.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(device, "busy_cores", lambda interval=0.25: None)
+    monkeypatch.setattr(device.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    assert device.default_cpu_threads() == 1

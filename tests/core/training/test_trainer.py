@@ -243,3 +243,152 @@ def test_sigterm_whose_raise_is_swallowed_still_cancels(tmp_path, monkeypatch):
     assert status["state"] == "cancelled", status
     assert RunFolder(tmp_path / "run").read_status()["state"] == "cancelled"
     assert calls["n"] <= 3                           # stopped at the next step, not 20 epochs later
+
+
+def _triplet_loss_with_host_syncs(embeddings, labels, margin, mining):
+    """The implementation before the masked mean (bool(valid.any()) + [valid].mean()): the reference."""
+    dist = torch.cdist(embeddings, embeddings)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    pos_mask, neg_mask = same & ~eye, ~same
+    valid = pos_mask.any(1) & neg_mask.any(1)
+    if not bool(valid.any()):
+        return embeddings.sum() * 0.0
+    if mining == "batch-hard":
+        d_pos = dist.masked_fill(~pos_mask, float("-inf")).amax(1)
+        d_neg = dist.masked_fill(~neg_mask, float("inf")).amin(1)
+    else:
+        pos_idx = torch.multinomial((pos_mask & valid[:, None]).float() + (~valid)[:, None].float(), 1).squeeze(1)
+        neg_idx = torch.multinomial((neg_mask & valid[:, None]).float() + (~valid)[:, None].float(), 1).squeeze(1)
+        rows = torch.arange(len(labels), device=labels.device)
+        d_pos, d_neg = dist[rows, pos_idx], dist[rows, neg_idx]
+    return torch.nn.functional.relu(d_pos - d_neg + margin)[valid].mean()
+
+
+@pytest.mark.parametrize("mining", ["batch-hard", "random"])
+@pytest.mark.parametrize("labels", [[0, 0, 1, 1, 2, 3, 3, 0], [0, 1, 2, 3, 4, 5, 6, 7], [1] * 8, [0, 0, 0, 1, 1, 5, 5, 5]])
+def test_masked_triplet_loss_equals_the_indexed_mean_with_its_gradient(mining, labels):
+    labels = torch.tensor(labels)
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(8, 5, generator=g)
+    results = []
+    for fn in (triplet_loss, _triplet_loss_with_host_syncs):
+        emb = base.clone().requires_grad_()
+        torch.manual_seed(7)                       # the same draws for random mining
+        loss = fn(emb, labels, 0.8, mining)
+        loss.backward()
+        results.append((loss.detach(), emb.grad))
+    (ours, ours_grad), (ref, ref_grad) = results
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(ours_grad, ref_grad, rtol=1e-6, atol=1e-7)
+    assert torch.isfinite(ours_grad).all()
+
+
+def test_speed_settings_are_restored_after_train(tmp_path, monkeypatch):
+    """On CUDA the trainer turns cudnn.benchmark and TF32 matmuls on for the training only. The CUDA
+    branch of speed_settings runs here on the CPU (the switches need no GPU): on while training,
+    the previous values back afterwards, for a finished and for a failed run."""
+    real = trainer.speed_settings
+    monkeypatch.setattr(trainer, "speed_settings", lambda device: real(torch.device("cuda", 0)))
+    seen = []
+    original = trainer.make_optimizer
+
+    def make_optimizer(config, params):
+        opt = original(config, params)
+        step = opt.step
+
+        def record(*a, **k):
+            seen.append((torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()))
+            return step(*a, **k)
+
+        opt.step = record
+        return opt
+
+    monkeypatch.setattr(trainer, "make_optimizer", make_optimizer)
+    before = (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
+    assert train(TrainConfig(**TINY, epochs=1), tmp_path / "ok", quiet=True)["state"] == "done"
+    assert seen and set(seen) == {(True, "high")}
+    assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == before
+    cfg = TrainConfig(**TINY, epochs=1, optimizer="sgd", lr=1e12, momentum=0.0)
+    assert train(cfg, tmp_path / "nan", quiet=True)["state"] == "failed"
+    assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == before
+
+
+def test_broken_tensorboard_warns_once_and_the_run_goes_on(tmp_path, monkeypatch):
+    """A tensorboard/protobuf mismatch raises TypeError at import, not ImportError."""
+    import types
+
+    class BrokenTensorBoard(types.ModuleType):
+        def __getattr__(self, name):
+            raise TypeError("Descriptors cannot be created directly.")
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", BrokenTensorBoard("torch.utils.tensorboard"))
+    with pytest.warns(RuntimeWarning, match="TensorBoard logging is off.*TypeError") as record:
+        status = train(TrainConfig(**{**TINY, "tensorboard": True}, epochs=2), tmp_path / "tb", quiet=True)
+    assert status["state"] == "done", status
+    assert len([w for w in record if "TensorBoard" in str(w.message)]) == 1
+    assert [m["epoch"] for m in RunFolder(tmp_path / "tb").read_metrics()] == [1, 2]
+
+
+def test_tensorboard_failing_while_writing_is_switched_off(tmp_path):
+    class FailingWriter:
+        def add_scalar(self, *a):
+            raise OSError(28, "No space left on device")
+
+    log = trainer.TensorBoardLog(tmp_path, enabled=False)
+    log.writer = FailingWriter()
+    with pytest.warns(RuntimeWarning, match="No space left"):
+        log.scalar("x", 1.0, 1)
+    assert log.writer is None
+    log.scalar("x", 2.0, 2)                         # no second warning, no error
+    log.flush()
+    log.close()
+
+
+def test_compile_time_is_reported_apart_from_images_per_s(tmp_path, monkeypatch):
+    """A stand-in for torch.compile whose first call takes 1.5 s (as compiling does): the epoch-1 row
+    carries compile_seconds and its images_per_s leaves that step out; epoch 2 has no compile_seconds."""
+    import time as _time
+
+    compiled = []
+
+    class SlowFirstCall(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.calls = net, 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 1:
+                _time.sleep(1.5)
+            return self.net(x)
+
+    def fake_compile(net, **kwargs):
+        compiled.append(net)
+        return SlowFirstCall(net)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    cfg = TrainConfig(**{**TINY, "max_train_samples": 256}, epochs=2, compile=True)
+    assert train(cfg, tmp_path / "c", quiet=True)["state"] == "done"
+    assert compiled
+    first, second = RunFolder(tmp_path / "c").read_metrics()
+    assert first["compile_seconds"] >= 1.5 and "compile_seconds" not in second
+    n_train = RunFolder(tmp_path / "c").read_config()["run"]["n_train"]
+    # With the 1.5 s counted, images_per_s could not exceed n_train / 1.5; left out, it is far above.
+    assert first["images_per_s"] > n_train / 1.5
+    assert first["seconds"] >= first["compile_seconds"]
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_per_rank_batches_follow_the_loader_shard_rule(rank):
+    """129 images, 2 ranks, batch 65: 64 images per rank (rounded down by the loader), so one
+    partial batch each; rounding up (65) would ask for drop_last and give 0 steps."""
+    from core.data import TensorSplit
+    from core.training.distributed import DistInfo
+
+    split = TensorSplit(torch.zeros(129, 3, 8, 8, dtype=torch.uint8), torch.zeros(129, dtype=torch.int64))
+    cfg = TrainConfig(**{**TINY, "batch_size": 65, "channels": "RGB"})
+    loader = trainer.build_train_loader(cfg, split, None, torch.device("cpu"), DistInfo(rank, 2, rank, True))
+    assert len(loader) == 1
+    (x, y), = list(loader)
+    assert x.shape[0] == 64
