@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from core.data import AugmentConfig, BatchLoader, compute_normalization, load_dataset  # noqa: E402
+from core.data import AugmentConfig, BatchLoader, compute_normalization, load_dataset
 
 
 class PILDataset(torch.utils.data.Dataset):

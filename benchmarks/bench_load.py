@@ -21,16 +21,15 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+# `python benchmarks/bench_load.py` puts benchmarks/ first on sys.path, so its sibling imports
+# as a module; `core` is an installed package.
+from bench_dashboard import browser_times, make_runs  # same recipe and browser timing
 
-from bench_dashboard import browser_times, make_runs  # noqa: E402  (same recipe and browser timing)
+REPO = Path(__file__).resolve().parents[1]
 
 PAGES = ["overview", "train", "compare", "predict"]
 

@@ -40,7 +40,7 @@ def parser(prog: str, doc: str | None, *, epilog: str | None = None) -> Parser:
     """An ArgumentParser whose description is the first line of ``doc`` and whose epilog is the rest."""
     doc = (doc or "").strip()
     first, _, rest = doc.partition("\n")
-    return Parser(prog=prog, description=first, epilog=epilog if epilog is not None else (rest.strip() or None),
+    return Parser(prog=prog, description=first, epilog=epilog if epilog is not None else (rest.strip("\n").rstrip() or None),
                   formatter_class=_HelpFormatter)
 
 
@@ -97,6 +97,8 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     except ArchScopeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = exc.exit_code
+    except SystemExit as exc:            # argparse: --help (0) or a usage error (2), as a return code
+        code = exc.code if isinstance(exc.code, int) else (EXIT_INVALID if exc.code else EXIT_OK)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED

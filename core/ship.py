@@ -14,7 +14,6 @@ A shipped run is the run folder a teacher needs to see results at once, made sma
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import shutil
 import sys
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from core import cli
+from core.errors import EXIT_FAILED, EXIT_OK, InvalidInputError
 from core.training.checkpoint import load_weights, read_weights_metadata, save_weights
 from core.training.run_folder import RunFolder, list_runs
 
@@ -41,7 +42,7 @@ def ship_run(src: str | Path, dest: str | Path, *, weights: bool = True, max_dri
     status = source.read_status()
     original = source.read_eval()
     if status.get("state") != "done" or original is None:
-        raise ValueError(f"{source.path}: only finished, evaluated runs are shipped "
+        raise InvalidInputError(f"{source.path}: only finished, evaluated runs are shipped "
                          f"(state {status.get('state')!r}, eval.json {'present' if original else 'missing'})")
     if target.path.exists():
         shutil.rmtree(target.path)
@@ -76,14 +77,14 @@ def ship_run(src: str | Path, dest: str | Path, *, weights: bool = True, max_dri
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m core.ship", description=__doc__.split("\n")[0])
+def _main(argv: list[str] | None) -> int:
+    ap = cli.parser("python -m core.ship", __doc__)
     ap.add_argument("src_root", help="folder of finished runs (e.g. the suite's --runs-root)")
     ap.add_argument("dest_root", help="where to put the shipped copies (e.g. checkpoints)")
-    ap.add_argument("--only", nargs="*", default=None, metavar="PATTERN", help="run ids to ship (glob)")
+    ap.add_argument("--only", nargs="*", default=None, metavar="PATTERN", help="run ids to ship (glob; None: all)")
     ap.add_argument("--without-weights", nargs="*", default=[], metavar="PATTERN",
                     help="ship these runs' results only (glob)")
-    ap.add_argument("--max-drift", type=float, default=0.5, help="accuracy points fp16 may move (default 0.5)")
+    ap.add_argument("--max-drift", type=float, default=0.5, help="accuracy points fp16 may move before fp32 weights are shipped instead")
     ap.add_argument("--suite", default="seeds", help="suite name, for the regenerate hint")
     args = ap.parse_args(argv)
 
@@ -91,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = [r for r in list_runs(args.src_root)
             if args.only is None or any(fnmatch.fnmatch(r.run_id, p) for p in args.only)]
     if not runs:
-        print(f"error: no runs found in {args.src_root}", file=sys.stderr)
-        return 2
+        raise InvalidInputError(f"no runs found in {args.src_root}"
+                                + (f" matching --only {' '.join(args.only)}" if args.only else ""))
     total = 0.0
     failed = 0
     for run in runs:
@@ -109,7 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{s['run_id']:34s} weights {s['weights']:5s} {s.get('mb', 0):7.2f} MB  "
               f"test_acc {s['test_acc']:.4f} (fp32 {s['test_acc_fp32']:.4f})")
     print(f"total weights shipped: {total:.1f} MB")
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 all shipped, 1 some run not shipped,
+    2 no runs found)."""
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import argparse
 import fnmatch
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -40,16 +39,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import InvalidInputError
-import core.data.pairs  # noqa: F401 - registers the transform-pairs source (the seeds suite trains on it)
+from core import cli
+from core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, InvalidInputError
 from core.training.config import ConfigError, TrainConfig
+from core.training.launch import child_env, resume_nproc, train_command
+from core.training.run_folder import InvalidRunIdError, validate_run_id
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SUITE_KEYS = {"name", "description", "defaults", "speeds", "runs", "calibration"}
 RUN_KEYS = {"id", "group", "note", "config", "speed"}
 OVERHEAD_S = 10.0            # process start, imports, data load, writing: measured 6-12 s per run here
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class SuiteError(InvalidInputError):
@@ -161,8 +160,10 @@ def load_suite(name_or_path: str | os.PathLike, *, epochs_scale: float = 1.0, de
             problems.append(f"{where}: expected an object, got {type(item).__name__}")
             continue
         run_id = item.get("id")
-        if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
-            problems.append(f"{where}: 'id' must be a folder name of letters, digits, '.', '_' or '-', got {run_id!r}")
+        try:
+            validate_run_id(run_id)     # the id is the run's folder name
+        except InvalidRunIdError as exc:
+            problems.append(f"{where}: 'id' must be a folder name: {exc}")
             continue
         where = f"run {run_id!r}"
         if run_id in seen:
@@ -224,14 +225,15 @@ def select_runs(runs: list[SuiteRun], only: str | None) -> list[SuiteRun]:
 # ==== what to do with a folder ===============================================================
 def plan_action(run_dir: str | os.PathLike) -> tuple[str, str]:
     """(action, why) for a run folder: skip, evaluate, resume, train or busy (see module docstring)."""
-    from core.training.run_folder import RunFolder, pid_alive
+    from core.training.run_folder import RunFolder, is_this_host, owner_alive
 
     run = RunFolder(run_dir)
     if not run.path.exists():
         return "train", "new"
-    owner = run.lock_owner()
-    if owner is not None and owner != os.getpid() and pid_alive(owner):
-        return "busy", f"process {owner} is training into it"
+    owner, host = run.lock_holder()
+    if owner is not None and not (owner == os.getpid() and is_this_host(host)) and owner_alive(owner, host):
+        where = "" if is_this_host(host) else f" on {host}"
+        return "busy", f"process {owner}{where} is training into it"
     status = run.read_status()
     state = status.get("state")
     if state == "done":
@@ -276,10 +278,10 @@ def estimate_seconds(run: SuiteRun) -> float | None:
         d = describe(cfg.dataset, image_size=cfg.image_size, root=cfg.data_root)
     except Exception:  # noqa: BLE001 - an estimate must not stop a dry run
         return None
-    n_train = d["splits"]["train"] if cfg.max_train_samples is None else min(cfg.max_train_samples, d["splits"]["train"])
-    n_val, n_test = d["splits"]["val"], d["splits"]["test"]
+    n_train = d.splits["train"] if cfg.max_train_samples is None else min(cfg.max_train_samples, d.splits["train"])
+    n_val, n_test = d.splits["val"], d.splits["test"]
     combos = 1
-    if d["channels"] == 3 and (cfg.channel_strategy != "drop" or cfg.channels == "random" or _variable(cfg.model)):
+    if d.channels == 3 and (cfg.channel_strategy != "drop" or cfg.channels == "random" or _variable(cfg.model)):
         combos = 7
     # scale: the stored speeds are for the file's image size (or the source's native one)
     return (n_train * cfg.epochs / tr + n_val * cfg.epochs / ev + n_test * combos / ev + OVERHEAD_S)
@@ -306,12 +308,12 @@ def weights_megabytes(run: SuiteRun) -> float | None:
         if ch == "L":
             in_ch = 1
         elif ch == "ALL":
-            in_ch = int(d["channels"])
+            in_ch = int(d.channels)
         elif cfg.channel_strategy != "drop" or ch == "random" or _variable(cfg.model):
             in_ch = 3
         else:
             in_ch = len(ch)
-        model = create_model(cfg.model, num_classes=int(d["num_classes"]), in_channels=in_ch, **cfg.model_options)
+        model = create_model(cfg.model, num_classes=d.num_classes, in_channels=in_ch, **cfg.model_options)
     except Exception:  # noqa: BLE001 - an estimate must not stop a dry run
         return None
     n = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
@@ -319,28 +321,20 @@ def weights_megabytes(run: SuiteRun) -> float | None:
 
 
 # ==== running ================================================================================
-def _python_env() -> dict:
-    """Environment for a child trainer: this checkout first on PYTHONPATH, so `-m core.train` is ours."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
 def _train_subprocess(run: SuiteRun, run_dir: Path, action: str, quiet: bool) -> int:
+    """Train or resume ``run`` in a child ``python -m core.train`` (torchrun when the run was trained
+    with several processes); its exit code."""
     if action == "resume":
-        cmd = [sys.executable, "-m", "core.train", "--resume", str(run_dir), "--epochs", str(run.config.epochs),
-               "--device", run.config.device]
+        cmd = train_command(resume=run_dir, nproc=resume_nproc(run_dir), epochs=run.config.epochs,
+                            device=run.config.device, quiet=quiet)
         tmp = None
     else:
         fd, tmp = tempfile.mkstemp(prefix=f"suite-{run.run_id}-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(run.config.to_dict(), fh)
-        cmd = [sys.executable, "-m", "core.train", "--config", tmp, "--out", str(run_dir)]
-    if quiet:
-        cmd.append("--quiet")
+        cmd = train_command(config=tmp, out=run_dir, quiet=quiet)
     try:
-        proc = subprocess.Popen(cmd, env=_python_env())
+        proc = subprocess.Popen(cmd, env=child_env())
         try:
             return proc.wait()
         except KeyboardInterrupt:
@@ -376,7 +370,7 @@ def _evaluate(run_dir: Path, device: str, in_process: bool) -> tuple[bool, str]:
         except Exception as exc:  # noqa: BLE001 - reported in the table, the suite goes on
             return False, f"evaluation failed: {type(exc).__name__}: {exc}"
     proc = subprocess.run([sys.executable, "-m", "core.evaluate", str(run_dir), "--device", device],
-                          env=_python_env(), capture_output=True, text=True)
+                          env=child_env(), capture_output=True, text=True)
     return proc.returncode == 0, (proc.stderr.strip().splitlines() or [""])[-1]
 
 
@@ -501,14 +495,14 @@ def result_table(rows: list[dict]) -> str:
 
 # ==== CLI ====================================================================================
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core.suite", description=__doc__.split("\n")[0],
-                                epilog=__doc__.split("\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The ``python -m core.suite`` parser."""
+    p = cli.parser("python -m core.suite", __doc__)
     p.add_argument("suite", help="a suite name (core/suites/NAME.json) or a path to a suite file")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
-                   help="override every run's device (default: each config's, normally auto)")
+    p.add_argument("--device", choices=cli.DEVICE_CHOICES, default=None,
+                   help="override every run's device (None: each config's own, normally auto)")
     p.add_argument("--epochs-scale", type=float, default=1.0, metavar="F",
                    help="multiply every run's epochs by F (rounded, at least 1), e.g. 4 on a GPU")
-    p.add_argument("--runs-root", default="checkpoints", help="folder of the run folders (default checkpoints)")
+    p.add_argument("--runs-root", default="checkpoints", help="folder of the run folders")
     p.add_argument("--only", metavar="PATTERN", help="comma-separated fnmatch patterns on run id or group")
     p.add_argument("--dry-run", action="store_true", help="print the plan and estimates; train nothing")
     p.add_argument("--in-process", action="store_true", help="train in this process instead of a subprocess per run")
@@ -516,17 +510,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        suite = load_suite(args.suite, epochs_scale=args.epochs_scale, device=args.device, strict=False)
-    except SuiteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    cli.check_device(args.device)          # --device cuda without a GPU: one line, before any run
+    suite = load_suite(args.suite, epochs_scale=args.epochs_scale, device=args.device, strict=False)
     runs = select_runs(suite.runs, args.only)
     if not runs:
-        print(f"error: --only {args.only!r} matches no run id or group of suite {suite.name!r}", file=sys.stderr)
-        return EXIT_USAGE
+        raise InvalidInputError(f"--only {args.only!r} matches no run id or group of suite {suite.name!r}")
     root = Path(args.runs_root)
     for r in runs:
         if r.problem:
@@ -546,6 +536,12 @@ def main(argv: list[str] | None = None) -> int:
     print(result_table(rows))
     print(f"{len(rows)} runs in {(time.time() - start) / 60:.1f} min; summary in {root / f'suite-{suite.name}.json'}")
     return EXIT_OK if all(r["state"] == "done" for r in rows) else EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 every run done, 1 some run failed, 2 bad
+    suite file or arguments, 130 interrupted)."""
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
     checkpoints/<run_id>/
       config.json         everything needed to rebuild model + data pipeline (TrainConfig.to_dict())
-      status.json         {"state": queued|running|done|failed|cancelled, "pid", "message",
-                           "started", "finished", "epoch", "epochs", "updated"}   (atomic writes)
+      status.json         {"state": queued|running|done|failed|cancelled, "pid", "host", "message",
+                           "started", "finished", "epoch", "epochs", "updated",
+                           "waiting_for_slot": true while the job queue holds it back}  (atomic writes)
       metrics.jsonl       one object per epoch: epoch, train_loss, train_acc, val_loss, val_acc,
                           lr, seconds, images_per_s                            (append-only)
       steps.jsonl         train loss every few batches: epoch, step, global_step, loss, images_per_s
@@ -11,10 +12,17 @@
       last_state.pt       optimizer/scheduler/epoch/rng for resume (torch.load(weights_only=True))
       epoch_NNNN.safetensors  kept every N-th epoch when asked
       eval.json           test metrics, confusion matrix, channel-robustness row
-      train.lock          present while a trainer owns the folder (pid inside)
+      train.lock          present while a trainer owns the folder: "PID HOST" (older runs: "PID")
 
 Any tool can read a run without ArchScope; this module only adds tolerance for runs that
 are being written, half-written or broken, and never unpickles anything.
+
+Runs on other hosts. A pid means something only on the machine that wrote it: a trainer placed on a
+Ray worker has a pid of that worker. So a pid is always recorded with its ``host``
+(socket.gethostname()), and a pid is tested (``owner_alive``) only when its host is this machine; a
+run owned by another host is taken as alive while its status says queued/running (its launcher,
+e.g. Ray, reconciles it when it ends without saying so). A missing host means this machine: runs
+written before hosts were recorded.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +40,10 @@ from core.errors import EXIT_LOCKED, ArchScopeError, InvalidInputError
 from core.io import atomic_write_json, atomic_write_text, read_jsonl
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
+# status.json field set by the job queue (core/training/queue.py) on a run that waits for a free
+# slot: such a run is 'queued' with no trainer process yet. A run the launcher has just started is
+# also 'queued' (until the trainer writes 'running'), so the state alone cannot tell them apart.
+WAITING_FOR_SLOT = "waiting_for_slot"
 
 
 # The one rule for a run id (= its folder name), used by the suite, the zip importer and the Train
@@ -52,7 +65,13 @@ def validate_run_id(run_id: object) -> str:
     return run_id
 
 
+def waiting_for_slot(status: dict) -> bool:
+    """True when ``status`` (a status.json object) is a run the job queue holds back for a free slot."""
+    return status.get("state") == "queued" and status.get(WAITING_FOR_SLOT) is True and not status.get("pid")
+
+
 def pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (False for None, 0 or a negative pid)."""
     if not pid or pid <= 0:
         return False
     try:
@@ -67,6 +86,24 @@ def pid_alive(pid: int | None) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def this_host() -> str:
+    """This machine's name as recorded next to a pid (socket.gethostname())."""
+    return socket.gethostname()
+
+
+def is_this_host(host: str | None) -> bool:
+    """Whether ``host`` (as recorded next to a pid) is this machine; None/"" (older runs) counts as this one."""
+    return not host or host == this_host()
+
+
+def owner_alive(pid: int | None, host: str | None = None) -> bool:
+    """Whether the process ``pid`` recorded on ``host`` may still be alive: tested with pid_alive on
+    this machine; a pid of another host cannot be tested from here and counts as alive."""
+    if not pid:
+        return False
+    return pid_alive(int(pid)) if is_this_host(host) else True
 
 
 def _read_json(path: Path) -> tuple[dict | None, str | None]:
@@ -89,27 +126,15 @@ def _read_json(path: Path) -> tuple[dict | None, str | None]:
 
 
 def _read_rows(path: Path) -> list[dict]:
-    """read_jsonl, but a file with non-UTF-8 bytes (disk corruption, a binary file under that name)
-    keeps its readable lines instead of raising UnicodeDecodeError into the dashboard."""
+    """read_jsonl, but a file that cannot be opened at all (permissions, a folder under that name)
+    reads as no rows instead of raising into the dashboard.
+
+    Bad bytes need no handling here: read_jsonl decodes with ``errors="replace"``, so a
+    UnicodeDecodeError cannot reach this function (a garbled line is skipped like a torn one)."""
     try:
         return read_jsonl(path)
-    except UnicodeDecodeError:
-        pass
     except OSError:
         return []
-    rows = []
-    try:
-        lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
-    except OSError:
-        return rows
-    for line in lines:
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict):
-            rows.append(obj)
-    return rows
 
 
 @dataclass
@@ -142,19 +167,29 @@ class RunFolder:
         return _read_json(self.config_path)[0]
 
     def read_status(self) -> dict:
-        """Status with a dead trainer reported as failed, never 'running' forever."""
+        """Status with a dead trainer reported as failed, never 'running' forever.
+
+        The pid is tested only when its ``host`` is this machine (or is not recorded: older runs).
+        A queued/running run whose trainer is on another host (a Ray worker) is reported as its
+        status says: this machine cannot see that process; its launcher reconciles it."""
         status, problem = _read_json(self.status_path)
         if status is None:
             return {"state": "unknown", "message": problem}
         if status.get("state") in ("running", "queued") and status.get("pid"):
-            if not pid_alive(int(status["pid"])):
+            if not owner_alive(int(status["pid"]), status.get("host")):
+                was = status["state"]
                 status = dict(status)
                 status["state"] = "failed"
                 status["message"] = (
-                    f"trainer process {status['pid']} is gone (killed?) while "
-                    f"{status.get('state', 'running')}; resume with --resume {self.path}"
+                    f"trainer process {status['pid']} is gone (killed?) while {was}; "
+                    f"resume with --resume {self.path}"
                 )
         return status
+
+    def read_raw_status(self) -> dict:
+        """status.json exactly as written ({} when missing or unreadable): no pid check, for the code
+        that must see the state a writer left (a 'running' whose pid is gone is still 'running' here)."""
+        return _read_json(self.status_path)[0] or {}
 
     def read_metrics(self) -> list[dict]:
         return _read_rows(self.metrics_path)
@@ -210,24 +245,37 @@ class RunFolder:
             atomic_write_text(path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
 
     # ---- ownership (train.lock) -----------------------------------------------------------
+    def lock_holder(self) -> tuple[int | None, str | None]:
+        """(pid, host) written in train.lock; (None, None) when there is no lock or it holds no pid
+        yet. A lock of an older ArchScope holds the pid alone: host None (this machine)."""
+        try:
+            words = self.lock_path.read_text(encoding="ascii").split()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None, None
+        if not words or not words[0].isdigit():
+            return None, None
+        return int(words[0]), (words[1] if len(words) > 1 else None)
+
     def lock_owner(self) -> int | None:
         """pid written in train.lock, or None when there is no lock (or it holds no pid yet)."""
-        try:
-            text = self.lock_path.read_text(encoding="ascii").strip()
-        except (FileNotFoundError, UnicodeDecodeError):
-            return None
-        return int(text) if text.isdigit() else None
+        return self.lock_holder()[0]
+
+    def lock_alive(self) -> bool:
+        """Whether train.lock names an owner that may be alive (owner_alive: another host's counts as alive)."""
+        return owner_alive(*self.lock_holder())
 
     def acquire_lock(self, pid: int | None = None) -> None:
-        """Create train.lock exclusively (O_CREAT|O_EXCL) holding ``pid``; raise RunLockedError if a
-        live process owns the folder. A lock left by a dead process (kill -9) is taken over."""
+        """Create train.lock exclusively (O_CREAT|O_EXCL) holding ``pid`` and this host; raise
+        RunLockedError if a live process owns the folder. A lock left by a dead process of this
+        machine (kill -9) is taken over; one of another host is never (its pid cannot be tested
+        here): the error says to delete train.lock if that trainer is gone."""
         pid = pid or os.getpid()
         self.path.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             try:
                 fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                owner = self.lock_owner()
+                owner, host = self.lock_holder()
                 if owner is None:
                     # Another trainer may be between creating the file and writing its pid.
                     try:
@@ -236,21 +284,22 @@ class RunFolder:
                         continue
                     if fresh:
                         raise RunLockedError(self.path, None) from None
-                elif owner == pid or pid_alive(owner):
-                    raise RunLockedError(self.path, owner) from None
-                try:  # stale: its owner is dead
+                elif (owner == pid and is_this_host(host)) or owner_alive(owner, host):
+                    raise RunLockedError(self.path, owner, host) from None
+                try:  # stale: its owner (a process of this machine) is dead
                     os.unlink(self.lock_path)
                 except FileNotFoundError:
                     pass
                 continue
             with os.fdopen(fd, "w", encoding="ascii") as fh:
-                fh.write(f"{pid}\n")
+                fh.write(f"{pid} {this_host()}\n")
             return
-        raise RunLockedError(self.path, self.lock_owner())
+        raise RunLockedError(self.path, *self.lock_holder())
 
     def release_lock(self, pid: int | None = None) -> None:
-        """Remove train.lock if ``pid`` (default: this process) owns it."""
-        if self.lock_owner() == (pid or os.getpid()):
+        """Remove train.lock if ``pid`` (default: this process) of this machine owns it."""
+        owner, host = self.lock_holder()
+        if owner == (pid or os.getpid()) and is_this_host(host):
             try:
                 os.unlink(self.lock_path)
             except FileNotFoundError:
@@ -258,17 +307,24 @@ class RunFolder:
 
 
 class RunLockedError(ArchScopeError, RuntimeError):
+    """Another live process is training into this run folder (exit code 3)."""
+
     exit_code = EXIT_LOCKED
 
-    """Another live process is training into this run folder."""
-
-    def __init__(self, path: Path, pid: int | None) -> None:
-        self.path, self.pid = Path(path), pid
+    def __init__(self, path: Path, pid: int | None, host: str | None = None) -> None:
+        self.path, self.pid, self.host = Path(path), pid, host
         who = f"process {pid}" if pid else "another process"
-        super().__init__(
-            f"{path} is in use: {who} is training into it (train.lock). Wait for it, cancel it, "
-            f"or choose another --out folder"
-        )
+        if is_this_host(host):
+            super().__init__(
+                f"{path} is in use: {who} is training into it (train.lock). Wait for it, cancel it, "
+                f"or choose another --out folder"
+            )
+        else:
+            # Its pid cannot be tested from here: only a person (or that host) can tell it is gone.
+            super().__init__(
+                f"{path} is in use: {who} on host {host} is training into it (train.lock). Wait for it, "
+                f"cancel it, or choose another --out folder; if that trainer is gone, delete {path}/train.lock"
+            )
 
 
 def list_runs(root: str | os.PathLike) -> list[RunFolder]:

@@ -65,7 +65,7 @@ from core.training.device import (autocast_name, default_cpu_threads, resolve_de
 from core.training.distributed import (DistInfo, agree, all_reduce, backend_name, barrier, init_distributed,
                                        shutdown)
 from core.training.evaluation import evaluate_run, run_batches
-from core.training.run_folder import RunFolder, RunLockedError
+from core.training.run_folder import RunFolder, RunLockedError, this_host
 
 
 class TrainingFailed(FailedError):
@@ -335,7 +335,7 @@ def train(
     failed = True          # until _train returns: a failed rank aborts its process group
     try:
         if main:
-            run.write_status("running", pid=os.getpid(), message="loading data", started=time.time(),
+            run.write_status("running", pid=os.getpid(), host=this_host(), message="loading data", started=time.time(),
                              finished=None, epoch=0, epochs=config.epochs)
         result = _train(config, run, device, dist_info, resume, progress, state)
         failed = False
@@ -344,7 +344,7 @@ def train(
         msg = (f"cancelled ({exc}) during epoch {state['epoch']}; the last completed epoch is kept in "
                f"last.safetensors; continue with --resume {run.path}")
         if main:
-            msg += _final_status(run, "cancelled", msg)
+            msg += _final_status(run, "cancelled", msg, signal=str(exc))   # core.train: 130 or 143
             progress.message(msg)
         return {"state": "cancelled", "message": msg}
     except (TrainingFailed, ConfigError, ckpt.CheckpointError) as exc:
@@ -425,11 +425,11 @@ def _is_disk_write_error(exc: BaseException, run: RunFolder) -> bool:
         return False
 
 
-def _final_status(run: RunFolder, state: str, message: str) -> str:
+def _final_status(run: RunFolder, state: str, message: str, **fields: Any) -> str:
     """Write the final status; on a read-only or full disk return a note instead of raising, so the
     caller still reports ``message`` (a traceback from the handler would hide the real cause)."""
     try:
-        run.write_status(state, message=message, finished=time.time())
+        run.write_status(state, message=message, finished=time.time(), **fields)
         return ""
     except OSError as exc:
         return f" (and {run.status_path} could not be updated: {exc})"

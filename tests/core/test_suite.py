@@ -203,7 +203,7 @@ def test_subprocess_suite_survives_a_real_kill(tmp_path):
     epoch; the suite reports it failed and goes on; the next call resumes it after epoch 1."""
     p = toy_suite(tmp_path, epochs=3, max_train_samples=512)
     root = tmp_path / "runs"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ)                     # core is installed: no PYTHONPATH needed
     cmd = [sys.executable, "-m", "core.suite", str(p), "--runs-root", str(root), "--only", "toy-rgb"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run = RunFolder(root / "toy-rgb")

@@ -108,9 +108,18 @@ def unsafe_loading(path: Path, base: Path = REPO) -> list[str]:
     return bad
 
 
+# Calls the rule would refuse, allowed here with the reason. Model files are Python code by design:
+# they are read only from paths the server's operator names (ARCHSCOPE_MODELS or the dashboard's
+# server-side setting), never from an upload or a run zip (the zip importer refuses .py files).
+UNSAFE_LOADING_EXCEPTIONS = {
+    "core/models/user_models.py": {"compile(", "exec("},
+}
+
+
 @pytest.mark.parametrize("path", SCANNED, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_no_unsafe_loading(path):
-    assert not unsafe_loading(path)
+    allowed = UNSAFE_LOADING_EXCEPTIONS.get(path.relative_to(REPO).as_posix(), set())
+    assert not [b for b in unsafe_loading(path) if b.rsplit(": ", 1)[-1] not in allowed]
 
 
 def test_rule_checker_catches_violations(tmp_path):
@@ -241,8 +250,7 @@ def test_zip_import_resolves_paths_inside_its_root():
 TRAINING_WRITE_EXCEPTIONS = {
     ("core/training/run_folder.py", "acquire_lock", "os.open"): "train.lock is created with O_CREAT|O_EXCL: atomic by itself",
     ("core/training/run_folder.py", "acquire_lock", "os.fdopen(..., 'w')"): "the pid into the lock it just created exclusively",
-    ("core/training/launch.py", "launch_training", "open(..., 'ab')"): "train.log: the child's stdout, append-only text",
-    ("core/training/launch.py", "launch_resume", "open(..., 'ab')"): "train.log: the child's stdout, append-only text",
+    ("core/training/launch.py", "_start", "open(..., 'ab')"): "train.log: the child's stdout, append-only text",
     ("core/training/run_folder.py", "acquire_lock", ".mkdir("): "the run folder itself",
 }
 
