@@ -26,12 +26,11 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from core import cli  # noqa: E402
-from core.errors import InvalidInputError  # noqa: E402
-from core.models.layers.deform import DeformConv2d, deform_conv2d_grid_sample  # noqa: E402
-from core.models.layers.dynamic_conv import DynamicConv2d  # noqa: E402
+from core import cli
+from core.errors import InvalidInputError
+from core.models.layers.deform import DeformConv2d, deform_conv2d_grid_sample
+from core.models.layers.dynamic_conv import DynamicConv2d
 
 
 def _zero_grads(tensors: list[torch.Tensor]) -> None:

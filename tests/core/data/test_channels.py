@@ -126,5 +126,7 @@ def test_cuda_partial_combination_needs_no_host_copy_after_the_first_batch():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     for strategy in STRATEGIES:
-        assert torch.equal(select_channels(x, "RG", strategy).cpu(),
-                           _select_channels_with_lists(x.cpu(), "RG", strategy))
+        # Same values as the list-indexed version on the CPU; sigmoid-fill's sigmoid of a mean is
+        # computed by a different kernel on each device, so compare to float32 rounding, not bit for bit.
+        torch.testing.assert_close(select_channels(x, "RG", strategy).cpu(),
+                                   _select_channels_with_lists(x.cpu(), "RG", strategy), rtol=1e-6, atol=1e-6)
