@@ -18,9 +18,6 @@ from typing import Sequence
 
 from core import cli
 from core.errors import InvalidInputError
-# TRANSITIONAL re-export for the callers that still import evaluate_run from here (core/suite.py,
-# core/ship.py, tests/core/test_ship.py, tests/test_shipped_runs.py); new code imports
-# core.training.evaluation.
 from core.training.evaluation import evaluate_run
 
 

@@ -36,7 +36,7 @@ def _size_mb(path: Path) -> float:
 def ship_run(src: str | Path, dest: str | Path, *, weights: bool = True, max_drift: float = 0.5,
              regenerate_hint: str = "") -> dict:
     """Copy one finished run from ``src`` to ``dest`` (replacing it). Returns a summary dict."""
-    from core.evaluate import evaluate_run
+    from core.training.evaluation import evaluate_run
 
     source, target = RunFolder(src), RunFolder(dest)
     status = source.read_status()

@@ -362,7 +362,7 @@ def _train_in_process(run: SuiteRun, run_dir: Path, action: str, quiet: bool) ->
 
 def _evaluate(run_dir: Path, device: str, in_process: bool) -> tuple[bool, str]:
     if in_process:
-        from core.evaluate import evaluate_run
+        from core.training.evaluation import evaluate_run
 
         try:
             evaluate_run(run_dir, device=device)

@@ -71,8 +71,9 @@ from pathlib import Path  # noqa: E402
 
 from core import cli  # noqa: E402
 from core.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, FailedError  # noqa: E402
-from core.training.config import (DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, STRATEGIES,  # noqa: E402
-                                  TRIPLET_MINING, ConfigError, TrainConfig)
+from core.data.channels import STRATEGIES  # noqa: E402
+from core.training.config import (DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, TRIPLET_MINING,  # noqa: E402
+                                  ConfigError, TrainConfig)
 
 _DEFAULTS = {f.name: f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
              for f in fields(TrainConfig)}

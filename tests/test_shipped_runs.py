@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from core.evaluate import evaluate_run
+from core.training.evaluation import evaluate_run
 from core.models.registry import get_spec
 from core.training.run_folder import list_runs
 

@@ -11,8 +11,6 @@ from typing import Sequence
 
 import torch
 
-from core.data.channels import CHANNEL_COMBOS  # noqa: F401 - re-exported: one source for the 7 combinations
-
 
 def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Counts of (true, predicted) pairs.

@@ -225,7 +225,7 @@ class TrainConfig:
         except Exception as exc:  # noqa: BLE001 - the data layer names the file/source
             problems.append(f"dataset {self.dataset!r} cannot be described: {exc}")
         if info is not None:
-            source_channels = _channel_count_of(info)
+            source_channels = info.channels
             if resolved.channels is None:
                 resolved.channels = {1: "L", 3: "RGB"}.get(source_channels, "ALL")
             if source_channels not in (1, 3) and resolved.channels != "ALL":
@@ -259,9 +259,7 @@ class TrainConfig:
                     f"model {self.model!r} accepts {spec.in_channels} input channels; channels "
                     f"{resolved.channels!r} with strategy {resolved.channel_strategy!r} gives {in_ch}"
                 )
-            size = resolved.image_size or (info or {}).get("image_size")
-            if isinstance(size, (list, tuple)):
-                size = min(size)
+            size = resolved.image_size or (info.image_size if info is not None else None)
             if size and size < spec.min_input_size:
                 problems.append(
                     f"model {self.model!r} needs images of at least {spec.min_input_size} px, got {size}"
@@ -269,14 +267,6 @@ class TrainConfig:
         if problems:
             raise ConfigError("invalid training config:\n  - " + "\n  - ".join(problems))
         return resolved
-
-
-def _channel_count_of(info: Any) -> int:
-    """Source channel count from describe()'s dict or a DatasetInfo (int, or a list of names)."""
-    ch = info.get("channels") if isinstance(info, dict) else getattr(info, "channels", 3)
-    if isinstance(ch, (list, tuple, str)):
-        return len(ch)
-    return int(ch)
 
 
 def input_channels(channels: str, strategy: str, variable_input: bool, source_channels: int = 3) -> int:

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from core.evaluate import evaluate_run
+from core.training.evaluation import evaluate_run
 from core.ship import main as ship_main
 from core.ship import ship_run
 from core.training.checkpoint import load_weights

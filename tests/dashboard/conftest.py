@@ -38,7 +38,7 @@ def fixture_runs():
     # Our own temp folder, not tmp_path_factory's: pytest prunes old basetemp folders of the same
     # user, and a parallel pytest session could delete the runs while we read them.
     root = Path(tempfile.mkdtemp(prefix="archscope-fixture-runs-"))
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ)                 # the project is installed: `core` imports anywhere
     procs = {}
     for name, args in FIXTURE_RUNS.items():
         log = open(root / f"{name}.log", "wb")
@@ -102,7 +102,7 @@ def streamlit_server(runs_root: Path, log_path: Path, timeout: float = 60.0):
     Yields its base URL once ``/_stcore/health`` answers; fails the test with the log's tail when the
     server exits or does not answer within ``timeout`` s. Terminated (then killed) on exit."""
     port = free_port()
-    env = dict(os.environ, ARCHSCOPE_RUNS=str(runs_root), PYTHONPATH=str(REPO))
+    env = dict(os.environ, ARCHSCOPE_RUNS=str(runs_root))
     log = open(log_path, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from core.analysis.metrics import CHANNEL_COMBOS
+from core.data.channels import CHANNEL_COMBOS
 from core.evaluate import main as evaluate_main
 from core.train import main as train_main
 from core.training.checkpoint import load_run_model, load_resume_state
