@@ -10,6 +10,7 @@ import streamlit as st
 
 # `core` and `dashboard` are importable from any folder: the project is installed (pyproject.toml).
 from dashboard.components.runs import sidebar_runs_root
+from dashboard.components.user_models import sidebar_model_files
 
 st.set_page_config(page_title="ArchScope", layout="wide")
 
@@ -24,4 +25,5 @@ pages = [
 ]
 nav = st.navigation(pages)
 sidebar_runs_root()
+sidebar_model_files()
 nav.run()

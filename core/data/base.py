@@ -72,19 +72,6 @@ class DatasetInfo:
             d["notes"] = self.notes
         return d
 
-    # Transitional dict-style reads: describe() returned a dict before, and callers outside
-    # core.data (core/suite.py, core/training/config.py, dashboard/app_pages/train.py) still use
-    # info["splits"] / info.get("channels"). Remove once they read attributes.
-    def __getitem__(self, key: str):
-        if key not in _INFO_KEYS:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def get(self, key: str, default=None):
-        return getattr(self, key) if key in _INFO_KEYS else default
-
-
-_INFO_KEYS = frozenset(("name", "num_classes", "classes", "channels", "image_size", "notes", "splits"))
 
 
 @dataclass

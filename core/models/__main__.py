@@ -48,7 +48,7 @@ def format_table(specs: list[ModelSpec]) -> str:
         if s.options:
             opts = ", ".join(f"{k}={v!r}" for k, v in s.options.items())
             lines.append(f"{'':<{width}}  options: {opts}")
-    lines.append(f"{len(specs)} models. Cost per layer: python -m core.complexity MODEL --input C,H,W --classes N")
+    lines.append(f"{len(specs)} model{'' if len(specs) == 1 else 's'}. Cost per layer: python -m core.complexity MODEL --input C,H,W --classes N")
     return "\n".join(lines)
 
 

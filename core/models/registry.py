@@ -6,7 +6,9 @@
     model = create_model("cnn3", num_classes=10, in_channels=2)
 
 Model files outside the package (``ARCHSCOPE_MODELS``, see user_models.py) are loaded after the
-built-ins, on first use, and register with the same decorator.
+built-ins, on first use, and register with the same decorator. Their functions are students' code:
+create_model turns whatever they raise into a UserModelError naming file, line and model, and
+check_user_model runs one forward at the chosen size before a training starts.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 import core.models.user_models as user_models
@@ -212,7 +215,12 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, **options) -> nn.Module:
-    """Build a registered model. Raises ``UnknownModelError`` / ``ValueError`` with a clear message."""
+    """Build a registered model. Raises ``UnknownModelError`` / ``ValueError`` with a clear message.
+
+    A model from an ARCHSCOPE_MODELS file whose function raises (or returns something other than an
+    nn.Module) raises ``UserModelError`` naming the file, the line and the model, whatever the
+    student's code raised: every command and page catches that one type (exit 2 in a CLI).
+    """
     spec = get_spec(name)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -220,4 +228,62 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, **options) -
         raise ValueError(
             f"model {name!r} accepts in_channels in {spec.in_channels}, got {in_channels}"
         )
-    return spec.factory(num_classes=num_classes, in_channels=in_channels, **options)
+    if spec.source_file is None:
+        return spec.factory(num_classes=num_classes, in_channels=in_channels, **options)
+    built = ", ".join([f"num_classes={num_classes}", f"in_channels={in_channels}",
+                       *(f"{k}={v!r}" for k, v in options.items())])
+    try:
+        model = spec.factory(num_classes=num_classes, in_channels=in_channels, **options)
+    except Exception as exc:  # noqa: BLE001 - whatever a student's function raises becomes one clear line
+        raise model_file_error(spec, f"building it ({built}) failed", exc) from exc
+    if not isinstance(model, nn.Module):
+        raise model_file_error(spec, f"its function returned {type(model).__name__}, not an nn.Module ({built})")
+    return model
+
+
+def model_file_error(spec: ModelSpec, what: str, exc: BaseException | None = None) -> UserModelError:
+    """A UserModelError for a model of an ARCHSCOPE_MODELS file: ``what`` failed, at the file's line that
+    raised ``exc`` (else the model's @register_model line). For any caller that runs such a model."""
+    return user_models.model_problem(spec.name, str(spec.source_file), spec.factory.__code__.co_firstlineno,
+                                     what, exc)
+
+
+def check_user_model(name: str, num_classes: int, in_channels: int, image_size: int, *,
+                     options: dict[str, Any] | None = None, channels_last: bool = False) -> None:
+    """Build model ``name`` and run one forward on a batch [2, in_channels, image_size, image_size]
+    in train and in eval mode, as training and evaluation will; the output must be logits [2, num_classes].
+
+    Does nothing for a built-in (their parametrised tests do this for every registered model). For
+    a model of an ARCHSCOPE_MODELS file it is the check made before a training starts (see
+    TrainConfig.validate), so that a model that cannot run at the chosen size or channels fails in a
+    second with ``UserModelError`` (file, line, name; exit 2) instead of after loading the data.
+    ``channels_last``: store the weights and the batch NHWC, as the trainer does by default (a
+    ``.view`` on a non-contiguous tensor fails only then).
+    """
+    spec = get_spec(name)
+    if spec.source_file is None:
+        return
+    model = create_model(name, num_classes=num_classes, in_channels=in_channels, **(options or {}))
+    x = torch.randn((2, in_channels, image_size, image_size), generator=torch.Generator().manual_seed(0))
+    if channels_last:
+        # As core.training.device.to_channels_last / to_channels_last_batch do (not imported from
+        # there: core.training imports core.models, never the reverse).
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            for t in list(model.parameters()) + list(model.buffers()):
+                if t.dim() == 4:
+                    t.data = t.data.contiguous(memory_format=torch.channels_last)
+    shape = f"a batch of 2 images {in_channels}x{image_size}x{image_size} (C x H x W)"
+    for mode in ("train", "eval"):
+        model.train(mode == "train")
+        try:
+            with torch.no_grad():
+                out = model(x)
+        except Exception as exc:  # noqa: BLE001 - the student's forward: one clear line with its line number
+            layout = (", in the channels-last memory layout the trainer uses (turn it off with --no-channels-last)"
+                      if channels_last else "")
+            raise model_file_error(spec, f"forward on {shape} in {mode} mode{layout} failed", exc) from exc
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if got != (2, num_classes):
+            raise model_file_error(spec, f"forward on {shape} returned {list(got) if isinstance(got, tuple) else got}; "
+                                 f"a classifier must return logits [batch, num_classes] = [2, {num_classes}]")

@@ -20,6 +20,16 @@ not starting with ``_`` is loaded, in name order.
 A file that cannot be used (missing, a syntax error, an exception while importing, a model name
 already taken by a built-in or another file) is skipped as a whole and becomes a ``UserModelError``
 naming the file and line; every other model stays available (see registry.user_model_problems).
+A model that loads but fails when built or run (its function raises, its forward fails at the
+chosen image size or channels, it returns the wrong shape) is a UserModelError too, from
+registry.create_model / registry.check_user_model (model_problem here words it).
+
+A run of such a model records the file and its sha256 in config.json (run.model_source, see
+core/training/run_info.py); loading the run later needs the file in ARCHSCOPE_MODELS again and
+warns when it changed (core/training/checkpoint.py).
+
+Model files are code: they are read only from ARCHSCOPE_MODELS (or the server's own setting),
+never from an upload or a run zip (dashboard/components/run_import.py refuses .py entries).
 """
 
 from __future__ import annotations
@@ -105,6 +115,23 @@ def forget_model_modules() -> None:
     """Drop every module made from a model file (before loading the files again)."""
     for name in [m for m in sys.modules if m.startswith(MODULE_PREFIX)]:
         del sys.modules[name]
+
+
+def model_problem(name: str, path: str, factory_line: int, what: str,
+                  exc: BaseException | None = None) -> UserModelError:
+    """A UserModelError for model ``name`` of file ``path``: "what" went wrong, at the line that raised.
+
+    The line is the deepest frame of ``exc``'s traceback inside the file (the student's own line, e.g.
+    in forward); when the failure is outside it (inside torch, e.g. an nn.Sequential of the wrong
+    sizes), the line where the model is registered (its @register_model line).
+    """
+    line = _line_in(exc, Path(path)) if exc is not None else ""
+    where = f"{path}{line or f' line {factory_line}'}"
+    detail = ""
+    if exc is not None:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = f": {type(exc).__name__}: {first}" if first else f": {type(exc).__name__}"
+    return UserModelError(f"{ENV_VAR}: {where}: model {name!r}: {what}{detail}")
 
 
 def _line_in(exc: BaseException, path: Path) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -190,6 +191,43 @@ def weights_path(run_dir: str | os.PathLike, which: str | int = "best") -> Path:
     raise CheckpointError(f"unknown weights {which!r}: use 'best', 'last' or an epoch number")
 
 
+class ModelSourceChangedWarning(UserWarning):
+    """A run's model file (ARCHSCOPE_MODELS) changed since training; its weights are loaded anyway."""
+
+
+def model_source_warning(config: Any, info: Any) -> str | None:
+    """Why the model registered now may not be the one a run trained (its file changed), or None.
+
+    config: TrainConfig; info: RunInfo. Only runs that recorded ``run.model_source`` are checked
+    (a built-in model, or a run older than the field, has nothing to compare). Raises
+    CheckpointError when the run's model is not registered at all, naming the file to add to
+    ARCHSCOPE_MODELS. For the dashboard to show next to a run; load_run_model also warns with it.
+    """
+    from core.models.registry import UnknownModelError, get_spec, user_model_problems
+    from core.models.user_models import ENV_VAR
+
+    recorded = getattr(info, "model_source", None)
+    try:
+        spec = get_spec(config.model)
+    except UnknownModelError as exc:
+        if recorded is None:   # a run older than run.model_source, or one copied from another machine
+            raise CheckpointError(f"cannot rebuild model {config.model!r}: {exc}. If it is a model of your own, "
+                                  f"add its file to {ENV_VAR}") from None
+        problems = user_model_problems()
+        failed = f" (model files that failed to load: {'; '.join(map(str, problems))})" if problems else ""
+        raise CheckpointError(
+            f"model {config.model!r} of this run comes from the model file {recorded.file} (sha256 "
+            f"{recorded.sha256[:12]}), which is not loaded: add that file to {ENV_VAR} "
+            f"(e.g. {ENV_VAR}={recorded.file}) and start again{failed}") from None
+    if recorded is None or spec.source_sha256 == recorded.sha256:
+        return None
+    now = f"now {spec.source_file} (sha256 {spec.source_sha256[:12]})" if spec.source_file \
+        else "now a built-in model of that name"
+    return (f"model {config.model!r} was trained from {recorded.file} (sha256 {recorded.sha256[:12]}), "
+            f"{now}: the model file changed since training; its weights are loaded anyway and decide "
+            f"(a parameter that no longer matches is refused by name)")
+
+
 def build_model(config: Any, run: Any) -> nn.Module:
     """An untrained model as the run built it.
 
@@ -210,14 +248,33 @@ def load_run_model(run_dir: str | os.PathLike, which: str | int = "best", device
 
     Returns (model in eval mode on ``device``, TrainConfig). ``which``: 'best', 'last' or an epoch number.
     Raises CheckpointError (names the file) for a missing/corrupt config.json and for
-    missing/truncated/mismatched/non-safetensors weights.
+    missing/truncated/mismatched/non-safetensors weights, and for a model of an ARCHSCOPE_MODELS file
+    that is not loaded (naming the file to add). A model file changed since training: a
+    ModelSourceChangedWarning, then the weights are tried; UserModelError (file, line) when the
+    model file's function now fails.
     """
+    from core.models.user_models import UserModelError
+
     config, info = read_run_info(run_dir)
+    config_path = Path(run_dir) / "config.json"
+    try:
+        changed = model_source_warning(config, info)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{config_path}: {exc}") from None
+    if changed:
+        warnings.warn(f"{config_path}: {changed}", ModelSourceChangedWarning, stacklevel=2)
     path = weights_path(run_dir, which)
     state = load_weights(path)
     try:
         model = build_model(config, info)
+    except UserModelError:
+        raise          # the student's file, line and model: already one clear line (exit 2)
     except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{Path(run_dir) / 'config.json'}: cannot rebuild model {config.model!r}: {exc}") from None
-    load_into(model, state, path)
+        raise CheckpointError(f"{config_path}: cannot rebuild model {config.model!r}: {exc}") from None
+    try:
+        load_into(model, state, path)
+    except CheckpointError as exc:
+        if changed:
+            raise CheckpointError(f"{exc} Likely why: {changed}") from None
+        raise
     return model.to(device).eval(), config

@@ -22,9 +22,6 @@ SCHEDULERS = ("none", "step", "cosine", "onecycle")
 LOSSES = ("ce", "ce+triplet")
 TRIPLET_MINING = ("batch-hard", "random")
 DEVICES = ("auto", "cpu", "cuda")
-# One source for the combinations and strategies (core/data/channels.py); the names stay importable
-# from here because the CLI and the dashboard read them as config choices.
-COLOUR_COMBOS = CHANNEL_COMBOS
 # Keys config.json may hold that are not TrainConfig fields (written by the trainer).
 RUN_SECTION = "run"
 
@@ -264,6 +261,18 @@ class TrainConfig:
                 problems.append(
                     f"model {self.model!r} needs images of at least {spec.min_input_size} px, got {size}"
                 )
+            elif size and spec.source_file is not None and info is not None:
+                # A student's model (ARCHSCOPE_MODELS): one forward at the chosen size and channels now,
+                # so a model that cannot run fails here (exit 2, nothing written), not after loading the data.
+                from core.models.registry import check_user_model
+                from core.models.user_models import UserModelError
+
+                try:
+                    check_user_model(self.model, num_classes=info.num_classes, in_channels=in_ch,
+                                     image_size=int(size), options=dict(self.model_options),
+                                     channels_last=self.channels_last)
+                except UserModelError as exc:
+                    problems.append(str(exc))
         if problems:
             raise ConfigError("invalid training config:\n  - " + "\n  - ".join(problems))
         return resolved

@@ -9,6 +9,10 @@ Everything that rebuilds a run's model, its data or its model input reads that f
     info.num_classes, info.in_channels, info.normalize, info.eval_channels
     data = load_run_dataset("checkpoints/chan-cnn3-zf-rg")   # the dataset exactly as trained
 
+A run of a student's model (a file from ARCHSCOPE_MODELS, core/models/user_models.py) records that
+file in ``run.model_source``: ``{"file": path, "sha256": of its text}`` (``model_source_section``);
+core.training.checkpoint.load_run_model checks it against the file registered now.
+
 Runs written by older versions may lack fields: every field but ``num_classes`` and
 ``in_channels`` (without which no model can be rebuilt) has a default meaning "unknown"
 (None, or an empty tuple).
@@ -40,6 +44,28 @@ class CheckpointError(ArchScopeError, RuntimeError):
     exit_code = EXIT_FAILED
 
 
+MODEL_SOURCE = "model_source"   # key of the run section: the model file of a student's model
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """The ARCHSCOPE_MODELS file a run's model came from, as it was when the run started."""
+
+    file: str       # resolved path
+    sha256: str     # of the file's text
+
+
+def model_source_section(model: str) -> dict[str, dict[str, str]]:
+    """``{"model_source": {"file", "sha256"}}`` for a model of an ARCHSCOPE_MODELS file, ``{}`` for a
+    built-in: what the trainer merges into config.json's run section. Raises UnknownModelError."""
+    from core.models.registry import get_spec
+
+    spec = get_spec(model)
+    if spec.source_file is None:
+        return {}
+    return {MODEL_SOURCE: {"file": spec.source_file, "sha256": str(spec.source_sha256)}}
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """config.json's ``run`` section: facts the trainer recorded when the run started.
@@ -68,6 +94,7 @@ class RunInfo:
     command: str | None = None
     created: float | None = None
     versions: Mapping[str, str] = field(default_factory=dict)
+    model_source: ModelSource | None = None   # None: a built-in model (or a run older than the field)
 
     @property
     def class_names(self) -> list[str]:
@@ -115,6 +142,13 @@ def _normalize(run: Mapping[str, Any], source: Path) -> tuple[tuple[float, ...],
     return mean, std
 
 
+def _model_source(value: Any) -> ModelSource:
+    if not isinstance(value, Mapping) or not isinstance(value.get("file"), str) \
+            or not isinstance(value.get("sha256"), str):
+        raise TypeError('expected {"file": path, "sha256": hex digest}')
+    return ModelSource(file=value["file"], sha256=value["sha256"])
+
+
 def run_info_from_dict(run: Mapping[str, Any], source: str | os.PathLike = CONFIG_FILE) -> RunInfo:
     """A RunInfo from a ``run`` section (a dict); ``source`` names the file in error messages."""
     source = Path(source)
@@ -149,6 +183,7 @@ def run_info_from_dict(run: Mapping[str, Any], source: str | os.PathLike = CONFI
         command=_field(run, "command", str, source),
         created=_field(run, "created", float, source),
         versions=_field(run, "versions", lambda v: {str(k): str(x) for k, x in dict(v).items()}, source, {}),
+        model_source=_field(run, MODEL_SOURCE, _model_source, source),
     )
 
 

@@ -643,6 +643,8 @@ def _restore_resume_state(ctx: _Context, parts: _Parts) -> _Book:
 
 def _write_run_config(ctx: _Context, data: _Data, threads: int, resume: bool, book: _Book) -> None:
     """config.json = the TrainConfig + a ``run`` section of what this start found out (rank 0)."""
+    from core.training.run_info import model_source_section
+
     config, device, run = ctx.config, ctx.device, ctx.run
     if ctx.main:
         on_cuda = device.type == "cuda"
@@ -658,6 +660,7 @@ def _write_run_config(ctx: _Context, data: _Data, threads: int, resume: bool, bo
             "eval_channels": data.eval_combo, **data.sizes,
             "batch_size_global": config.batch_size * ctx.dist.world_size,
             "amp": autocast_name(device), "command": " ".join(sys.argv),
+            **model_source_section(config.model),   # a student's model: its file and sha256
         }
         if resume:
             run.truncate_rows_after(book.start_epoch - 1)   # drop rows of the epoch that was interrupted

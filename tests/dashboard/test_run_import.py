@@ -87,3 +87,25 @@ def test_pickle_named_safetensors_and_symlink_are_refused(tmp_path):
 def test_size_limit(tmp_path):
     with pytest.raises(RunImportError, match="expands to more than"):
         import_run_zip(_zip(_good(tmp_path)), tmp_path / "runs", max_total_bytes=100)
+
+
+@pytest.mark.parametrize("name", [".hidden", "..", "a/b", "x" * 101, "-dash"])
+def test_run_name_follows_the_one_run_id_rule(tmp_path, name):
+    from core.training.run_folder import RUN_ID_RULE
+
+    with pytest.raises(RunImportError, match="is not allowed") as info:
+        import_run_zip(_zip(_good(tmp_path, prefix="")), tmp_path / "runs", run_id=name)
+    assert RUN_ID_RULE in str(info.value)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_model_file_in_a_run_zip_is_refused_and_nothing_is_extracted(tmp_path):
+    """Model files are code: they come only from paths on the server (ARCHSCOPE_MODELS), never from a zip,
+    even next to a complete run of that very model."""
+    entries = _good(tmp_path)
+    entries["myrun/config.json"] = json.dumps({"model": "cool_model", "dataset": "shapes"})
+    entries["myrun/cool_model.py"] = "from core.models import register_model\nimport os\nos.system('id')\n"
+    with pytest.raises(RunImportError, match="cool_model.py.*not a run-folder file"):
+        import_run_zip(_zip(entries), tmp_path / "runs")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert not list(tmp_path.rglob("cool_model.py"))
