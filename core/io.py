@@ -82,3 +82,12 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         if isinstance(obj, dict):
             rows.append(obj)
     return rows
+
+
+def parse_json(text: str, where: str | os.PathLike, error: Callable[[str], Exception]) -> Any:
+    """``json.loads(text)``; malformed JSON raises ``error("<where>: not valid JSON (<why> at line L,
+    column C)")``, the one wording every reader of a user's JSON file uses."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from core import cli
 from core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, InvalidInputError
+from core.io import parse_json
 from core.training.config import ConfigError, TrainConfig
 from core.training.launch import child_env, resume_nproc, train_command
 from core.training.run_folder import InvalidRunIdError, validate_run_id
@@ -102,10 +103,7 @@ def _parse(path: Path) -> dict:
         except yaml.YAMLError as exc:
             raise SuiteError(f"{path}: not valid YAML ({exc})") from None
     else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SuiteError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        data = parse_json(text, path, SuiteError)
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: expected an object with 'runs', got {type(data).__name__}")
     return data

@@ -8,7 +8,6 @@ fills in (resolved device, library versions, class names, input channels, normal
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from core.data.channels import ALL_COMBO, CHANNEL_COMBOS, GRAYSCALE_COMBO, STRATEGIES
 from core.errors import InvalidInputError
+from core.io import parse_json
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("none", "step", "cosine", "onecycle")
@@ -99,11 +99,7 @@ class TrainConfig:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(parse_json(text, path, ConfigError), source=str(path))
 
     def replace(self, **changes: Any) -> "TrainConfig":
         data = self.to_dict()

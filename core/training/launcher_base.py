@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from core.errors import EXIT_FAILED, EXIT_LOCKED, ArchScopeError, InvalidInputError
-from core.io import atomic_write_json
+from core.io import atomic_write_json, parse_json
 from core.training.run_folder import RunFolder
 
 if TYPE_CHECKING:
@@ -57,10 +57,7 @@ def read_handle(run_dir: str | os.PathLike) -> dict | None:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"{path}: cannot be read ({exc})") from None
-    try:
-        handle = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    handle = parse_json(text, path, InvalidInputError)
     if not isinstance(handle, dict) or handle.get("backend") not in BACKENDS:
         found = handle.get("backend") if isinstance(handle, dict) else type(handle).__name__
         raise InvalidInputError(f"{path}: 'backend' must be one of {', '.join(BACKENDS)}, got {found!r}")

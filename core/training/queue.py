@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from core.errors import FailedError, InvalidInputError
 from core.training.config import ConfigError, TrainConfig
@@ -230,17 +230,10 @@ class JobRegistry:
         config = config.validate()    # ConfigError now, not later in the queue
         run_dir, user = Path(run_dir), user or self.user
         with self.lock:
-            self.watch(run_dir.parent)
-            capacity = self.launcher.capacity()
-            gpus, cpus = self.request(config, nproc, capacity)
-            wait = self.why_wait(gpus, cpus, user, capacity)
+            wait = self._start_now_or_why_not(run_dir, config, nproc, user, lambda gpus, cpus: self.launcher.submit(
+                config, run_dir, gpus=gpus, cpus=cpus, nproc=nproc, user=user))
             if wait is None:
-                try:
-                    self.launcher.submit(config, run_dir, gpus=gpus, cpus=cpus, nproc=nproc, user=user)
-                    self._submitted.add(str(run_dir))
-                    return "started"
-                except NoCapacityError as exc:   # taken in between by another process: wait in line
-                    wait = (WAIT_RESOURCES, str(exc))
+                return "started"
             run = RunFolder(run_dir)
             if run.path.exists() and (run.metrics_path.exists() or run.config_path.exists()):
                 raise InvalidInputError(f"{run.path} already holds a run; choose another run name")
@@ -274,22 +267,32 @@ class JobRegistry:
         config = TrainConfig.from_dict(stored, source=str(run.config_path))
         nproc = resume_nproc(run_dir)
         with self.lock:
-            self.watch(run_dir.parent)
-            capacity = self.launcher.capacity()
-            gpus, cpus = self.request(config, nproc, capacity)
-            wait = self.why_wait(gpus, cpus, user, capacity)
+            wait = self._start_now_or_why_not(run_dir, config, nproc, user, lambda gpus, cpus: self.launcher.resume(
+                run_dir, gpus=gpus, cpus=cpus, nproc=nproc, epochs=epochs, user=user))
             if wait is None:
-                try:
-                    self.launcher.resume(run_dir, gpus=gpus, cpus=cpus, nproc=nproc, epochs=epochs, user=user)
-                    self._submitted.add(str(run_dir))
-                    return "started"
-                except NoCapacityError as exc:
-                    wait = (WAIT_RESOURCES, str(exc))
+                return "started"
             # pid None: the pid of the trainer that stopped is not this run's trainer.
             run.write_status("queued", pid=None, host=None, message=QUEUED_MESSAGE, waiting_because=wait[1],
                              queued_at=time.time(), nproc=nproc, user=user, resume=True, resume_epochs=epochs,
                              **{WAITING_FOR_SLOT: True})
             return "queued"
+
+    def _start_now_or_why_not(self, run_dir: Path, config: TrainConfig, nproc: int, user: str,
+                              start: Callable[[int, int], object]) -> tuple[str, str] | None:
+        """Call ``start(gpus, cpus)`` when the backend has room for this run now (None: started), else
+        return why it must wait ((reason, message)). Caller holds ``self.lock``."""
+        self.watch(run_dir.parent)
+        capacity = self.launcher.capacity()
+        gpus, cpus = self.request(config, nproc, capacity)
+        wait = self.why_wait(gpus, cpus, user, capacity)
+        if wait is None:
+            try:
+                start(gpus, cpus)
+                self._submitted.add(str(run_dir))
+                return None
+            except NoCapacityError as exc:   # taken in between by another process: wait in line
+                wait = (WAIT_RESOURCES, str(exc))
+        return wait
 
     def watch(self, root: Path) -> None:
         """Also count the live and waiting runs under ``root`` (a runs folder)."""

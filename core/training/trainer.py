@@ -273,26 +273,22 @@ class TensorBoardLog:
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         """Log one scalar (no-op when TensorBoard is off)."""
-        if self.writer is not None:
-            try:
-                self.writer.add_scalar(tag, value, step)
-            except Exception as exc:  # noqa: BLE001
-                self._give_up(exc)
+        self._call("add_scalar", tag, value, step)
 
     def flush(self) -> None:
-        if self.writer is not None:
-            try:
-                self.writer.flush()
-            except Exception as exc:  # noqa: BLE001
-                self._give_up(exc)
+        self._call("flush")
 
     def close(self) -> None:
+        self._call("close")
+        self.writer = None
+
+    def _call(self, method: str, *args: Any) -> None:
+        """writer.<method>(*args); any failure turns TensorBoard off for the run, never stops it."""
         if self.writer is not None:
             try:
-                self.writer.close()
-            except Exception as exc:  # noqa: BLE001
+                getattr(self.writer, method)(*args)
+            except Exception as exc:  # noqa: BLE001 - a logging extra must never kill a run
                 self._give_up(exc)
-            self.writer = None
 
     def _give_up(self, exc: Exception) -> None:
         self.writer = None                          # so the warning is given once

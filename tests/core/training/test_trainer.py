@@ -322,6 +322,10 @@ def test_broken_tensorboard_warns_once_and_the_run_goes_on(tmp_path, monkeypatch
         def __getattr__(self, name):
             raise TypeError("Descriptors cannot be created directly.")
 
+    # Load the model families first: torchvision's import walks sys.modules and would trip over the
+    # stand-in (in a full run they are loaded already; alone, this test must not depend on that).
+    from core.models.registry import list_models
+    list_models()
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", BrokenTensorBoard("torch.utils.tensorboard"))
     with pytest.warns(RuntimeWarning, match="TensorBoard logging is off.*TypeError") as record:
         status = train(TrainConfig(**{**TINY, "tensorboard": True}, epochs=2), tmp_path / "tb", quiet=True)
