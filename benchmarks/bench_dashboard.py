@@ -12,7 +12,9 @@ script's own time, as the server spends it; the browser's drawing is not include
 With --browser it also starts ``streamlit run`` and times, in headless Chromium, until the app is
 idle with no placeholder left (script, websocket, drawing included): "browser 1st" = loading the
 page's URL in a fresh session (reload / new tab), "browser later" = the median of arriving at it
-by clicking the sidebar (what a user does between pages). Chromium draws on the same CPU.
+by clicking the sidebar (what a user does between pages); then issue 14's measures: a fresh
+session's Overview until its leaderboard is drawn and until idle, and Compare loading its largest
+course group (9 runs on the shipped checkpoints/). Chromium draws on the same CPU.
 Compare's warm renders have every run selected (its cold render the default first 4). Prints a table, the machine's load average (this
 machine is shared: a high load inflates every number) and one JSON line.
 """
@@ -104,6 +106,10 @@ def browser_times(root: Path, repeats: int) -> dict:
                 t = time.perf_counter()
                 page.goto(f"{url}/{'' if name == 'overview' else name}")   # a fresh session: reload / new tab
                 page.wait_for_selector("h1", timeout=120_000)
+                if name == "overview":
+                    # a useful Overview: the leaderboard is drawn (costs may still be counting)
+                    page.wait_for_selector("[data-testid='stDataFrame']", timeout=120_000)
+                    out["first_overview_useful_s"] = round(time.perf_counter() - t, 3)
                 first = settle(t)
                 clicks = []
                 for i in range(repeats):
@@ -115,11 +121,46 @@ def browser_times(root: Path, repeats: int) -> dict:
                     page.wait_for_selector(f"h1:has-text('{HEADINGS[name]}')", timeout=120_000)
                     clicks.append(settle(t))
                 out[name] = {"first_s": round(first, 3), "later_s": round(statistics.median(clicks), 3)}
+            out["classroom"] = classroom_times(page, url, settle, repeats)
             browser.close()
     finally:
         server.terminate()
         server.wait(timeout=20)
     return out
+
+
+def classroom_times(page, url: str, settle, repeats: int) -> dict:
+    """Issue 14's targets, medians over ``repeats``: a fresh session's Overview until the leaderboard
+    is drawn ("useful", the page may still be counting costs) and until idle; on Compare, choosing
+    the largest course group (the 9-run channel-robustness group on the shipped runs) until idle."""
+    useful, idle, group = [], [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        page.goto(url)
+        page.wait_for_selector("[data-testid='stDataFrame']", timeout=120_000)
+        useful.append(time.perf_counter() - t)
+        idle.append(settle(t))
+    page.goto(f"{url}/compare")
+    page.wait_for_selector("h1", timeout=120_000)
+    settle(time.perf_counter())
+    picker = page.get_by_test_id("stSelectbox").filter(has_text="Load a course experiment")
+    if picker.count() == 0:
+        return {"overview_useful_s": round(statistics.median(useful), 3),
+                "overview_idle_s": round(statistics.median(idle), 3)}
+    picker.click()
+    options = page.get_by_role("option").all_inner_texts()
+    picker.click()
+    biggest = max(options, key=lambda o: int(o.rsplit("(", 1)[-1].split()[0]) if "(" in o else 0)
+    smallest = min(options, key=lambda o: int(o.rsplit("(", 1)[-1].split()[0]) if "(" in o else 0)
+    for _ in range(repeats):
+        for choice in (smallest, biggest):
+            picker.click()
+            t = time.perf_counter()
+            page.get_by_role("option").filter(has_text=choice).first.click()
+            took = settle(t)
+        group.append(took)
+    return {"overview_useful_s": round(statistics.median(useful), 3), "overview_idle_s": round(statistics.median(idle), 3),
+            "compare_group": biggest, "compare_group_s": round(statistics.median(group), 3)}
 
 
 def main() -> int:
@@ -177,6 +218,12 @@ def main() -> int:
     if browser:
         head += f"{'browser 1st s':>16}{'browser later s':>18}"
     print(head)
+    if browser.get("classroom"):
+        c = browser["classroom"]
+        print(f"browser: first visit after server start, leaderboard drawn {browser['first_overview_useful_s']:.2f} s")
+        print(f"browser: Overview useful (leaderboard drawn) {c['overview_useful_s']:.2f} s, idle "
+              f"{c['overview_idle_s']:.2f} s" + (f"; Compare, choosing {c['compare_group']}: "
+                                                 f"{c['compare_group_s']:.2f} s" if "compare_group_s" in c else ""))
     for page, r in results.items():
         line = f"{page:<14}{r['cold_s']:>10.2f}{r['warm_s']:>10.2f}"
         if browser:

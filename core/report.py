@@ -81,18 +81,9 @@ def _is_number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and not (isinstance(x, float) and math.isnan(x))
 
 
-def _num(x: object, fmt: str = "{:.4f}") -> str:
+def _num(x: object, fmt: str = "{:.3f}") -> str:
     """A number formatted, or "–" for a missing one (None, NaN, text)."""
     return fmt.format(x) if _is_number(x) else "–"
-
-
-def _big(x: object) -> str:
-    if not _is_number(x):
-        return "–"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= div:
-            return f"{x / div:.2f} {unit}"
-    return f"{x:.0f}"
 
 
 def _table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
@@ -111,11 +102,11 @@ def _summary_section(runs: list[dict]) -> str:
             _e(f"{row.get('channels') or 'default'} / {row.get('strategy') or '?'}"),
             _e(f"{row['epochs_done']}/{row.get('epochs') or '?'}"), _e(row.get("state", "?")),
             _num(row.get("test_acc")), _num(row.get("macro_f1")), _num(row.get("best_val_acc")),
-            _num(row.get("train_seconds"), "{:.0f}"), _num(row.get("train_images_per_s"), "{:,.0f}"),
+            _num(row.get("train_seconds"), "{:,.1f}"), _num(row.get("train_images_per_s"), "{:,.0f}"),
             _num(row.get("inference_images_per_s"), "{:,.0f}"),
         ])
     out = "<h2>Summary</h2>" + _table(["run", "model", "dataset", "channels / strategy", "epochs", "state", "test acc",
-                                       "macro F1", "best val acc", "train s", "train img/s", "inference img/s"], rows)
+                                       "macro F1", "best val acc", "train time (s)", "train (img/s)", "inference (img/s)"], rows)
     broken = [r for r in runs if r["problems"]]
     if broken:
         out += "<p class='note'>" + "<br>".join(f"{_e(r['run_id'])}: {_e('; '.join(r['problems']))}"
@@ -124,27 +115,20 @@ def _summary_section(runs: list[dict]) -> str:
 
 
 def _cost_section(runs: list[dict], reference: str | None) -> str:
-    """The Compare page's cost table (``figures.cost_table_frame``) as HTML; with a reference, each
-    run's accuracy, parameters and MACs as a percent of the reference's (seeds 000/001: reach 90 %
-    of ResNet-34 at a fraction of its cost)."""
-    from core.analysis.figures import cost_table_frame
+    """The Compare page's cost table (``figures.cost_table_frame`` through ``figures.readable_table``:
+    the same headers, units and numbers as on screen) as HTML; with a reference, each run's
+    accuracy, parameters and MACs as a percent of the reference's (seeds 000/001: reach 90 % of
+    ResNet-34 at a fraction of its cost)."""
+    from core.analysis.figures import ACC_PER_GMAC_DEFINITION, cost_table_frame, readable_table
 
-    table = cost_table_frame([r["row"] for r in runs], reference=reference)
-    pct = "{:.1f} %"
-    rows = []
-    for t in table.to_dict("records"):
-        cells = [f"<b>{_e(t['run_id'])}</b>", _e(t.get("model") or "?"), _e(t.get("input") or "–"),
-                 _num(t["params"], "{:,.0f}"), _num(t["macs"], "{:,.0f}"), _big(t["flops"]), _num(t["test_acc"]),
-                 _num(t["acc_per_gmac"], "{:.2f}")]
-        if reference is not None:
-            cells += [_num(t["acc_pct_of_ref"], pct), _num(t["params_pct_of_ref"], pct), _num(t["macs_pct_of_ref"], pct)]
-        rows.append(cells + [_e(t.get("cost_note") or "")])
-    ref_cols = [f"acc % of {reference}", "params %", "MACs %"] if reference is not None else []
+    table = readable_table(cost_table_frame([r["row"] for r in runs], reference=reference))
+    if reference is not None:
+        table = table.rename(columns={"Accuracy (% of ref)": f"Accuracy (% of {reference})"})
+    headers = list(table.columns)
+    rows = [[f"<b>{_e(v)}</b>" if i == 0 else _e(v) for i, v in enumerate(rec)] for rec in table.itertuples(index=False)]
     return ("<h2>Cost</h2><p class='note'>Parameters and multiply-accumulates (MACs) for one image at the run's "
-            "input shape (C x H x W), counted by core.analysis.complexity; FLOPs = 2 x MACs; accuracy points "
-            "per 10<sup>9</sup> MACs.</p>"
-            + _table(["run", "model", "input", "params", "MACs", "FLOPs", "test acc", "acc % per GMAC"] + ref_cols
-                     + ["note"], rows))
+            "input shape (C x H x W), counted by core.analysis.complexity; FLOPs = 2 x MACs. "
+            + _e(ACC_PER_GMAC_DEFINITION) + "</p>" + _table(headers, rows))
 
 
 def _curves_section(runs: list[dict], figure: Callable) -> str:
@@ -162,13 +146,17 @@ def _robustness_section(runs: list[dict], figure: Callable) -> str:
     from core.analysis.figures import robustness_heatmap
 
     out = "<h2>Channel robustness</h2>"
-    labels, combos, z = compare.robustness_by_run([(r["run_id"], r["eval"]) for r in runs])
+    pairs = [(r["run_id"], r["eval"]) for r in runs]
+    labels, combos, z = compare.robustness_by_run(pairs)
     if not labels:
         return out + "<p class='note'>No run has an eval.json with a channel-robustness row.</p>"
+    chances = {compare.chance_level(r["eval"]) for r in runs if (r["eval"] or {}).get("channel_robustness")}
+    chance = chances.pop() if len(chances) == 1 else None
+    notes = "".join(f"<br>{_e(n)}" for n in compare.robustness_notes(pairs))
     return (out + "<p class='note'>Test accuracy of each run (row) on each channel combination (column), "
-            "presented with the run's own strategy; n/a: not testable with that strategy (a fixed-input "
-            "model trained with 'drop' only takes its own channel count).</p>"
-            + figure(robustness_heatmap(labels, combos, z)))
+            "presented with the run's own strategy; grey: at or below chance (1 / number of classes); n/a: not "
+            "testable with that strategy." + notes + "</p>"
+            + figure(robustness_heatmap(labels, combos, z, chance=chance)))
 
 
 def _confusion_section(runs: list[dict], figure: Callable) -> str:

@@ -28,13 +28,30 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from core.data.channels import ALL_COMBO, CHANNEL_COMBOS, GRAYSCALE_COMBO
 from core.errors import ArchScopeError
 from core.training.run_folder import RunFolder
 
-# Column / row order of every robustness matrix: the seven colour combinations, then grayscale and
-# passthrough; any other name (e.g. "random" as a trained row) follows.
-COMBO_ORDER: tuple[str, ...] = (*CHANNEL_COMBOS, GRAYSCALE_COMBO, ALL_COMBO)
+
+
+def combo_order() -> tuple[str, ...]:
+    """Column / row order of every robustness matrix: the seven colour combinations, then grayscale
+    and passthrough; any other name (e.g. "random" as a trained row) follows."""
+    # Imported here: core.data imports torch, and the Overview leaderboard (which imports this
+    # module) must draw without paying for torch.
+    from core.data.channels import ALL_COMBO, CHANNEL_COMBOS, GRAYSCALE_COMBO
+
+    return (*CHANNEL_COMBOS, GRAYSCALE_COMBO, ALL_COMBO)
+
+
+def __getattr__(name: str):
+    # ``compare.COMBO_ORDER`` still works, computed on first use (see combo_order).
+    if name == "COMBO_ORDER":
+        return combo_order()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+# A robustness cell reads "at chance" up to this many accuracy points (as a fraction) above
+# 1 / number of classes: guessing plus a little luck on a 1000-image test set.
+AT_CHANCE_MARGIN = 0.05
 
 # Config keys that name a run or its bookkeeping, not an experimental condition: two runs whose
 # configs differ only in these (and the seed) are repeats of one experiment.
@@ -70,7 +87,7 @@ def run_summary(run: RunFolder, cost: dict | None = None) -> dict:
 
     ``cost`` optionally holds ``params``, ``macs`` (computed elsewhere, e.g. by
     ``core.analysis.complexity``) so this module stays free of model code.
-    Row keys: run_id, path, state, model, dataset, channels, strategy, seed, epochs,
+    Row keys: run_id, path, state, model, dataset, num_classes, chance_acc (1 / classes), channels, strategy, seed, epochs,
     epochs_done, test_acc, best_val_acc, final_train_loss, params, macs, flops, train_seconds,
     train_images_per_s, inference_images_per_s, macro_f1, input, cost_error, problems.
     """
@@ -86,12 +103,16 @@ def run_summary(run: RunFolder, cost: dict | None = None) -> dict:
     ips = [m["images_per_s"] for m in metrics if isinstance(m.get("images_per_s"), (int, float))]
     cost = cost or {}
     macs = cost.get("macs")
+    run_cfg = config.get("run") if isinstance(config.get("run"), dict) else {}
+    num_classes = run_cfg.get("num_classes") or (len(ev["classes"]) if ev.get("classes") else None)
     return {
         "run_id": run.run_id,
         "path": str(run.path),
         "state": status.get("state", "unknown"),
         "model": model_name or _first(data_cfg, "model"),
         "dataset": _first(config, "dataset") or _first(data_cfg, "dataset", "name"),
+        "num_classes": num_classes,
+        "chance_acc": 1.0 / num_classes if isinstance(num_classes, int) and num_classes > 0 else None,
         "channels": _channels_of(config) or _channels_of(data_cfg),
         "strategy": _first(config, "strategy", "channel_strategy") or _first(data_cfg, "strategy"),
         "seed": _first(config, "seed"),
@@ -116,14 +137,18 @@ def run_summary(run: RunFolder, cost: dict | None = None) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Leaderboard and cost table
 # ---------------------------------------------------------------------------------------------
+# The accuracy sits next to the run and its dataset's chance level: the columns read first.
 LEADERBOARD_COLUMNS = [
-    "run_id", "model", "dataset", "channels", "strategy", "state", "test_acc", "best_val_acc",
+    "run_id", "dataset", "test_acc", "chance_acc", "best_val_acc", "model", "channels", "strategy", "state",
     "params", "macs", "train_seconds", "train_images_per_s", "inference_images_per_s",
 ]
 
 
-def leaderboard(rows: Iterable[dict]) -> pd.DataFrame:
-    """One row per run, best test accuracy first (runs without eval.json last, by val accuracy)."""
+def leaderboard(rows: Iterable[dict], by_dataset: bool = False) -> pd.DataFrame:
+    """One row per run, best test accuracy first (runs without eval.json last, by val accuracy).
+
+    by_dataset: runs grouped by dataset first (accuracies on 7, 10 and 12 classes are not one
+    ranking), best first within each dataset."""
     df = pd.DataFrame(list(rows))
     if df.empty:
         return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
@@ -132,6 +157,8 @@ def leaderboard(rows: Iterable[dict]) -> pd.DataFrame:
             df[col] = None
     df = df[LEADERBOARD_COLUMNS].copy()
     df = df.sort_values(["test_acc", "best_val_acc"], ascending=False, na_position="last", kind="stable")
+    if by_dataset:
+        df = df.sort_values("dataset", na_position="last", kind="stable")
     return df.reset_index(drop=True)
 
 
@@ -210,6 +237,14 @@ def confusion_difference(cm_a, cm_b, classes: Sequence[str]) -> tuple[np.ndarray
         "change": np.diag(diff),
     })
     return diff, table
+
+
+def confusions(cm: Sequence[Sequence[float]] | np.ndarray) -> list[tuple[int, int, int]]:
+    """The non-zero off-diagonal cells of a confusion matrix [K, K], most images first:
+    [(true index, predicted index, count)] (what a misclassified gallery offers to open)."""
+    m = np.asarray(cm)
+    cells = [(int(t), int(p), int(m[t, p])) for t, p in zip(*np.nonzero(m)) if t != p]
+    return sorted(cells, key=lambda c: (-c[2], c[0], c[1]))
 
 
 def per_class_table(ev: dict) -> pd.DataFrame:
@@ -324,29 +359,39 @@ def curves_mean_std(metric_lists: Sequence[list[dict]], column: str) -> pd.DataF
 # ---------------------------------------------------------------------------------------------
 # Channel robustness
 # ---------------------------------------------------------------------------------------------
-def channel_robustness_matrix(evals: Sequence[dict]) -> pd.DataFrame:
+def channel_robustness_matrix(evals: Sequence[dict], models: Sequence[str | None] | None = None) -> pd.DataFrame:
     """Assemble eval.json ``channel_robustness`` rows into a trained x tested accuracy matrix.
 
-    Each eval contributes one row (its trained combination, or "random"); several runs trained on
-    the same combination are averaged. Columns follow ``COMBO_ORDER`` then any other tested
-    combination (e.g. "L"); untested cells are NaN. Index name "trained", columns name "tested".
+    Each eval contributes one row, labelled "model · trained combination" when ``models`` (parallel
+    to ``evals``) is given, else by its trained combination (or "random"). Only repeats of the same
+    model on the same combination (seeds) are averaged: two different models trained "random" are
+    two rows. Columns follow ``COMBO_ORDER`` then any other tested combination (e.g. "L"); untested
+    cells are NaN. Index name "trained", columns name "tested".
     """
+    if models is not None and len(models) != len(evals):
+        raise ValueError("evals and models must be parallel lists")
     acc: dict[str, dict[str, list[float]]] = {}
+    order_key: dict[str, tuple] = {}
     tested_seen: list[str] = []
-    for ev in evals:
+    for i, ev in enumerate(evals):
         cr = (ev or {}).get("channel_robustness") or {}
         trained = cr.get("trained")
         tested = cr.get("tested") or {}
         if trained is None or not isinstance(tested, dict):
             continue
-        row = acc.setdefault(str(trained), {})
+        model = models[i] if models is not None else None
+        label = f"{model} · {trained}" if model else str(trained)
+        order = combo_order()
+        rank = order.index(trained) if trained in order else len(order)
+        order_key.setdefault(label, (rank, str(trained), str(model or "")))
+        row = acc.setdefault(label, {})
         for combo, value in tested.items():
             if combo not in tested_seen:
                 tested_seen.append(combo)
             if isinstance(value, (int, float)):
                 row.setdefault(combo, []).append(float(value))
     columns = _in_combo_order(tested_seen)
-    index_order = [c for c in COMBO_ORDER if c in acc] + sorted(c for c in acc if c not in COMBO_ORDER)
+    index_order = sorted(acc, key=lambda k: order_key[k])
     data = [[float(np.mean(acc[t][c])) if acc[t].get(c) else np.nan for c in columns] for t in index_order]
     df = pd.DataFrame(data, index=pd.Index(index_order, name="trained"), columns=pd.Index(columns, name="tested"))
     return df
@@ -354,15 +399,19 @@ def channel_robustness_matrix(evals: Sequence[dict]) -> pd.DataFrame:
 
 def _in_combo_order(names: Sequence[str]) -> list[str]:
     """``names`` in ``COMBO_ORDER``, any other name after them in the order seen."""
-    return [c for c in COMBO_ORDER if c in names] + [c for c in names if c not in COMBO_ORDER]
+    order = combo_order()
+    return [c for c in order if c in names] + [c for c in names if c not in order]
 
 
-def robustness_by_run(runs: Sequence[tuple[str, dict | None]]) -> tuple[list[str], list[str], list[list[float | None]]]:
-    """One row per run, unlike ``channel_robustness_matrix`` (which averages runs by trained combination).
+def robustness_by_run(runs: Sequence[tuple[str, dict | None]],
+                      models: dict[str, str | None] | None = None) -> tuple[list[str], list[str], list[list[float | None]]]:
+    """One row per run, unlike ``channel_robustness_matrix`` (which averages seeds of one model).
 
-    runs: (run id, its eval.json or None). Returns (row labels "run (trained X, strategy)", tested
-    combinations in ``COMBO_ORDER``, accuracies [rows, combinations] with None where a combination
-    was not tested). Runs without a channel-robustness row are left out.
+    runs: (run id, its eval.json or None); models: run id -> model name. Returns (row labels
+    "model · X (strategy)" for a run trained on X, with the run id added when two rows would read the same, or
+    "run (trained X, strategy)" without ``models``; tested combinations in ``COMBO_ORDER``;
+    accuracies [rows, combinations] with None where a combination was not tested). Runs without a
+    channel-robustness row are left out.
     """
     labels, rows, combos = [], [], []
     for run_id, ev in runs:
@@ -371,11 +420,84 @@ def robustness_by_run(runs: Sequence[tuple[str, dict | None]]) -> tuple[list[str
         if not tested or not isinstance(tested, dict):
             continue
         combos.extend(c for c in tested if c not in combos)
-        labels.append(f"{run_id} (trained {cr.get('trained')}, {cr.get('strategy')})")
+        model = (models or {}).get(run_id)
+        labels.append((f"{model} · {cr.get('trained')} ({cr.get('strategy')})" if model
+                       else f"{run_id} (trained {cr.get('trained')}, {cr.get('strategy')})", run_id))
         rows.append(tested)
     order = _in_combo_order(combos)
     z = [[(t.get(c) if isinstance(t.get(c), (int, float)) else None) for c in order] for t in rows]
-    return labels, order, z
+    texts = [label for label, _ in labels]
+    # A heatmap merges rows with the same label: two seeds of one model stay two rows.
+    unique = [f"{label} [{rid}]" if texts.count(label) > 1 else label for label, rid in labels]
+    return unique, order, z
+
+
+def robustness_notes(runs: Sequence[tuple[str, dict | None]]) -> list[str]:
+    """Why a run has cells it could not be tested on: one sentence per such run (what 'drop' means
+    for it and its eval's own reasons), for the note under the robustness heatmap."""
+    notes = []
+    all_tested = {c for _, ev in runs for c in (((ev or {}).get("channel_robustness") or {}).get("tested") or {})}
+    for run_id, ev in runs:
+        cr = (ev or {}).get("channel_robustness") or {}
+        tested = cr.get("tested") or {}
+        missing = _in_combo_order(sorted(all_tested - set(tested)))
+        if not tested or not missing:
+            continue
+        reasons = cr.get("untested") or {}
+        if isinstance(reasons, dict) and reasons:
+            why = "; ".join(f"{c}: {r}" for c, r in reasons.items())
+        elif cr.get("strategy") == "drop" and len(tested) == 1:
+            why = (f"it was trained on {cr.get('trained')} with strategy 'drop', which removes missing channels "
+                   "instead of zero-filling them, so its fixed-input model only takes inputs with exactly its own "
+                   "number of channels; train it with 'zero-fill' (or a variable-input model) to test it on others")
+        else:
+            why = "its evaluation has no such combination (they come from another run's dataset or channels)"
+        notes.append(f"`{run_id}` is not tested on {', '.join(missing)}: {why}.")
+    return notes
+
+
+def chance_level(ev: dict | None) -> float | None:
+    """1 / number of classes of an eval.json (the accuracy of guessing), None when it has no classes."""
+    classes = (ev or {}).get("classes") or (ev or {}).get("confusion_matrix")
+    return 1.0 / len(classes) if classes else None
+
+
+# ---------------------------------------------------------------------------------------------
+# What differs between runs' configs
+# ---------------------------------------------------------------------------------------------
+# Recorded by the trainer about the machine and the data it found, not chosen by the user.
+_NOT_CHOSEN_PREFIXES = ("run.",)
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out if out or not prefix else {prefix[:-1]: "{}"}
+    return {prefix[:-1]: obj}
+
+
+def config_differences(run_ids: Sequence[str], configs: Sequence[dict | None]) -> pd.DataFrame:
+    """The config keys whose values differ between the runs: index the key (nested keys joined
+    with "."), one column per run, values as text ("–" where a run's config lacks the key).
+
+    What the trainer recorded about the machine (the ``run`` section) is left out: the table shows
+    only what a user chose (model, channels, strategy, epochs, samples, lr, seed...), so two runs
+    are never compared confounded by a setting nobody sees.
+    """
+    if len(run_ids) != len(configs):
+        raise ValueError("run_ids and configs must be parallel lists")
+    flat = [{k: v for k, v in _flatten(c or {}).items() if not k.startswith(_NOT_CHOSEN_PREFIXES)}
+            for c in configs]
+    keys = list(dict.fromkeys(k for f in flat for k in f))
+
+    def text(v: Any) -> str:
+        return "–" if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+
+    rows = {k: [text(f.get(k)) for f in flat] for k in keys}
+    differing = {k: v for k, v in rows.items() if len(set(v)) > 1}
+    return pd.DataFrame.from_dict(differing, orient="index", columns=list(run_ids)).rename_axis("setting")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ out (or a DataFrame, for tables both screens show). No Streamlit here; no file i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -26,11 +27,69 @@ from core.analysis import compare
 # One palette for every multi-run chart, so a run keeps its colour from one chart to the next.
 PALETTE = ("#3b6fd8", "#e4572e", "#17bebb", "#ffc914", "#76b041", "#8e44ad", "#2e282a", "#f18f01",
            "#bcbd22", "#8c564b")
+# Beyond the palette a run keeps a palette colour but gets the next dash and marker, so no two of
+# up to len(PALETTE) x len(RUN_DASHES) runs look alike.
+RUN_DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
+RUN_MARKERS = ("circle", "square", "diamond", "triangle-up", "x")
 # Numbers inside heatmap cells stay readable (and cheap to draw) up to this many classes; hover
 # always shows them.
-MAX_CLASSES_WITH_CELL_TEXT = 10
-# Room for a title; axis labels get their room from automargin, never from a fixed margin.
-_MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
+MAX_CLASSES_WITH_CELL_TEXT = 20
+# Room for a title below plotly's mode bar (which floats over the top ~30 px of the figure); axis
+# labels get their room from automargin, never from a fixed margin.
+_MARGIN = {"l": 10, "r": 10, "t": 64, "b": 10}
+MISSING = "–"
+
+
+@dataclass(frozen=True)
+class RunStyle:
+    """How one run is drawn in every figure of a page and of the report."""
+
+    colour: str
+    dash: str
+    marker: str
+
+
+def run_styles(run_ids: Sequence[str]) -> dict[str, RunStyle]:
+    """One style per run, in the order given: palette colours first, then the same colours with the
+    next dash and marker. Pass the page's whole selection once and look runs up by id, so a run has
+    the same style in every figure even when a figure leaves some runs out."""
+    out: dict[str, RunStyle] = {}
+    for i, rid in enumerate(dict.fromkeys(str(r) for r in run_ids)):
+        cycle = i // len(PALETTE)
+        out[rid] = RunStyle(PALETTE[i % len(PALETTE)], RUN_DASHES[cycle % len(RUN_DASHES)],
+                            RUN_MARKERS[cycle % len(RUN_MARKERS)])
+    return out
+
+
+def _style_of(styles: dict[str, RunStyle] | None, name: str, index: int) -> RunStyle:
+    if styles and name in styles:
+        return styles[name]
+    return list(run_styles([str(k) for k in range(index + 1)]).values())[index]
+
+
+# ---- numbers as text -------------------------------------------------------------------------
+def format_count(value: object) -> str:
+    """An integer count in full with thousands separators ("21,290,828"); "–" when missing.
+
+    The one convention for params, MACs and FLOPs on every page and in the report: formatted as
+    text, a table cell cannot drop leading digits and the CSV still holds the exact integer."""
+    return f"{int(round(float(value))):,}" if _is_number(value) else MISSING
+
+
+def format_number(value: object, fmt: str = "{:.3f}") -> str:
+    """``value`` through ``fmt``, or "–" when missing (None, NaN, text)."""
+    return fmt.format(value) if _is_number(value) else MISSING
+
+
+def text_column_width(values: Sequence[object], header: str, px_per_char: int = 8, padding: int = 28) -> int:
+    """Pixels a table column needs to show its longest formatted value (or header) in full."""
+    longest = max([len(str(v)) for v in values] + [len(header)])
+    return longest * px_per_char + padding
+
+
+def chance_accuracy(n_classes: object) -> float | None:
+    """1 / number of classes: the accuracy of guessing (None when the count is unknown)."""
+    return 1.0 / int(n_classes) if _is_number(n_classes) and int(n_classes) > 0 else None
 
 
 def _is_number(v: object) -> bool:
@@ -41,8 +100,10 @@ def _is_number(v: object) -> bool:
 def _finish(fig: go.Figure, *, height: int, title: str | None = None, **layout) -> go.Figure:
     """Shared layout: small margins, but automargin on every axis so tick labels (class names,
     run names) are never cut off."""
-    fig.update_layout(height=height, margin=_MARGIN, **({"title": {"text": title, "font": {"size": 14}}}
-                                                          if title else {}), **layout)
+    # The title sits just above the plot area, below the mode bar's strip, so the bar never covers it.
+    title_layout = {"title": {"text": title, "font": {"size": 14}, "x": 0, "xanchor": "left", "xref": "paper",
+                              "y": 1, "yref": "paper", "yanchor": "bottom", "pad": {"b": 8}}} if title else {}
+    fig.update_layout(height=height, margin=_MARGIN, **title_layout, **layout)
     fig.update_xaxes(automargin=True)
     fig.update_yaxes(automargin=True)
     return fig
@@ -54,38 +115,45 @@ def cell_text(n_classes: int, template: str) -> str | None:
 
 
 # ---- learning curves --------------------------------------------------------------------------
-def curves_figure(groups: Sequence[tuple[str, Sequence[list[dict]]]]) -> go.Figure:
-    """Loss and accuracy per epoch: one colour per group, dashed train, solid validation.
+def curves_figure(groups: Sequence[tuple[str, Sequence[list[dict]]]],
+                  styles: dict[str, RunStyle] | None = None) -> go.Figure:
+    """Loss and accuracy per epoch, train (top row) and validation (bottom row): one style per group.
 
     groups: (name, [metrics.jsonl rows of each run in the group]). A group of several runs (runs
-    that differ only in seed) is drawn as its mean with a band of ± one standard deviation. The
-    figure has no trace when no run has a finished epoch (check ``fig.data``).
+    that differ only in seed) is drawn as its mean with a band of ± one standard deviation.
+    styles: ``run_styles`` of the page (looked up by group name, else by the group's first run
+    when the name is "run (+2 seeds)"); default: ``run_styles`` of the group names. Train and
+    validation sit in separate rows, so a run's line keeps one colour and dash in all four panels.
+    The figure has no trace when no run has a finished epoch (check ``fig.data``).
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
+    fig = make_subplots(rows=2, cols=2, shared_xaxes=True, vertical_spacing=0.12,
+                        subplot_titles=("Train loss", "Train accuracy", "Validation loss", "Validation accuracy"))
     for gi, (name, metric_lists) in enumerate(groups):
-        colour = PALETTE[gi % len(PALETTE)]
-        for split, dash in (("train", "dash"), ("val", "solid")):
-            for pos, what in enumerate(("loss", "acc")):
+        style = _style_of(styles, name.split(" (+")[0] if styles and name not in styles else name, gi)
+        first = True
+        for row, split in ((1, "train"), (2, "val")):
+            for col, what in ((1, "loss"), (2, "acc")):
                 df = compare.curves_mean_std(metric_lists, f"{split}_{what}")
                 if df.empty:
                     continue
                 if len(metric_lists) > 1:
-                    _add_band(fig, df, colour, col=pos + 1)
-                label = f"{name} {split}"
-                fig.add_trace(go.Scatter(x=df["epoch"], y=df["mean"], mode="lines+markers", name=label,
-                                         line={"color": colour, "dash": dash}, legendgroup=label,
-                                         showlegend=pos == 0), row=1, col=pos + 1)
-    fig.update_xaxes(title_text="epoch")
+                    _add_band(fig, df, style.colour, row=row, col=col)
+                fig.add_trace(go.Scatter(x=df["epoch"], y=df["mean"], mode="lines+markers", name=name,
+                                         line={"color": style.colour, "dash": style.dash},
+                                         marker={"symbol": style.marker, "size": 7},
+                                         legendgroup=name, showlegend=first), row=row, col=col)
+                first = False
+    fig.update_xaxes(title_text="epoch", row=2)
     fig.update_yaxes(title_text="loss", col=1)
     fig.update_yaxes(title_text="accuracy", col=2)
-    return _finish(fig, height=400, legend={"orientation": "h", "y": -0.2})
+    return _finish(fig, height=560, legend={"orientation": "h", "y": -0.15})
 
 
-def _add_band(fig: go.Figure, df: pd.DataFrame, colour: str, col: int) -> None:
+def _add_band(fig: go.Figure, df: pd.DataFrame, colour: str, row: int, col: int) -> None:
     upper, lower = df["mean"] + df["std"], df["mean"] - df["std"]
     fig.add_trace(go.Scatter(x=list(df["epoch"]) + list(df["epoch"])[::-1], y=list(upper) + list(lower)[::-1],
                              fill="toself", line={"width": 0}, fillcolor=colour, opacity=0.15, showlegend=False,
-                             hoverinfo="skip"), row=1, col=col)
+                             hoverinfo="skip"), row=row, col=col)
 
 
 def live_curves_figure(metrics: list[dict], steps: list[dict]) -> go.Figure:
@@ -119,24 +187,32 @@ def confusion_figure(cm: Sequence[Sequence[float]] | np.ndarray, classes: Sequen
     """One run's confusion matrix [K, K] (rows true, columns predicted), class names on both axes.
 
     normalise: colour and numbers are each row's fraction (recall on the diagonal), else counts.
-    Hover always shows the count and the fraction. The title names the run and its test accuracy.
-    zmax: the colour scale's top (pass the largest count to share one scale across runs).
+    Every class gets its tick label; up to ``MAX_CLASSES_WITH_CELL_TEXT`` classes each cell shows
+    its number; hover always shows the count and the fraction. The height depends only on the
+    number of classes, so panels of runs on one dataset are the same size. The title names the run
+    and its test accuracy. zmax: the colour scale's top (pass the largest count to share one scale).
     """
     counts = np.asarray(cm, dtype=float)
     fractions = compare.normalize_confusion(counts, "true")
     names = [str(c) for c in classes] if classes else [str(k) for k in range(len(counts))]
     z = fractions if normalise else counts
     top = zmax if zmax is not None else (1.0 if normalise else float(counts.max() or 1.0))
-    title = f"{run_id}: test accuracy {test_acc:.4f}" if _is_number(test_acc) else run_id
+    title = f"{run_id}: test accuracy {test_acc:.3f}" if _is_number(test_acc) else run_id
+    # Empty cells stay blank: the few confusions stand out instead of a sea of "0.00".
+    text = [["" if c == 0 else (f"{v:.2f}" if normalise else f"{v:.0f}") for c, v in zip(crow, zrow)]
+            for crow, zrow in zip(counts, z)]
     fig = go.Figure(go.Heatmap(
         z=z, x=names, y=names, zmin=0, zmax=top, colorscale="Blues", showscale=show_scale,
-        customdata=np.dstack([counts, fractions]),
-        texttemplate=cell_text(len(names), "%{z:.2f}" if normalise else "%{z:.0f}"),
+        customdata=np.dstack([counts, fractions]), text=text,
+        texttemplate=cell_text(len(names), "%{text}"),
+        textfont={"size": 12 if len(names) <= 10 else 9},
+        colorbar={"title": "fraction" if normalise else "images", "thickness": 12},
         hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata[0]:.0f} images "
                       "(%{customdata[1]:.1%} of the row)<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", title_text="true")
-    fig.update_xaxes(title_text="predicted", tickangle=-40)
-    return _finish(fig, height=max(380, 30 * len(names) + 180), title=title)
+    # Categorical axes skip labels when crowded: list every class explicitly.
+    fig.update_yaxes(autorange="reversed", title_text="true", tickmode="array", tickvals=names, ticktext=names)
+    fig.update_xaxes(title_text="predicted", tickangle=-45, tickmode="array", tickvals=names, ticktext=names)
+    return _finish(fig, height=max(420, 26 * len(names) + 260), title=title)
 
 
 def confusion_difference_figure(diff: np.ndarray, classes: Sequence[str], *, run_a: str, run_b: str) -> go.Figure:
@@ -159,31 +235,63 @@ def class_change_figure(change: pd.DataFrame) -> go.Figure:
                    xaxis_title="class", yaxis_title="points")
 
 
-def per_class_f1_figure(per_class: pd.DataFrame) -> go.Figure:
-    """Grouped bars of F1 per class, one colour per run; ``per_class`` has columns run, class, f1."""
-    bars = [go.Bar(name=str(rid), x=g["class"].astype(str), y=g["f1"], marker_color=PALETTE[i % len(PALETTE)])
-            for i, (rid, g) in enumerate(per_class.groupby("run", sort=False))]
+def per_class_f1_figure(per_class: pd.DataFrame, styles: dict[str, RunStyle] | None = None) -> go.Figure:
+    """Grouped bars of F1 per class, one style per run (its colour; beyond the palette a hatch
+    pattern); ``per_class`` has columns run, class, f1."""
+    patterns = ("", "/", ".", "x", "-")
+    bars = []
+    for i, (rid, g) in enumerate(per_class.groupby("run", sort=False)):
+        style = _style_of(styles, str(rid), i)
+        hatch = patterns[RUN_DASHES.index(style.dash) % len(patterns)]
+        bars.append(go.Bar(name=str(rid), x=g["class"].astype(str), y=g["f1"], legendgroup=str(rid),
+                           marker={"color": style.colour, "pattern": {"shape": hatch}}))
     return _finish(go.Figure(bars), height=340, barmode="group", xaxis_title="class", yaxis_title="F1")
 
 
 # ---- channel robustness -----------------------------------------------------------------------
 def robustness_heatmap(rows: Sequence[str], tested: Sequence[str], z: Sequence[Sequence[float | None]], *,
-                       title: str | None = None, row_title: str = "run") -> go.Figure:
-    """Accuracy of each row (a run, or a trained combination) on each tested channel combination.
+                       title: str | None = None, row_title: str = "trained on", chance: float | None = None,
+                       not_tested: str = "not testable (see the note)") -> go.Figure:
+    """Accuracy of each row (a run: its model and trained combination) on each tested combination.
 
-    z: [len(rows), len(tested)] accuracies in [0, 1]; None / NaN cells (not testable) read "n/a".
-    Feed it ``compare.robustness_by_run(...)`` or a ``channel_robustness_matrix`` DataFrame's
-    (index, columns, values).
+    z: [len(rows), len(tested)] accuracies in [0, 1]; None / NaN cells read "n/a" and hover
+    ``not_tested``. chance: 1 / number of classes: the colour scale is grey from 0 to chance (so a
+    cell at or below guessing is visibly grey, whatever its exact value), marked "chance" on the
+    colour bar, and cells within ``compare.AT_CHANCE_MARGIN`` of it read "≈ chance".
+    Feed it ``compare.robustness_by_run(...)``.
     """
     values = [[float(v) if _is_number(v) else None for v in row] for row in z]
-    text = [["n/a" if v is None else f"{v:.2f}" for v in row] for row in values]
+    at_chance = (chance + compare.AT_CHANCE_MARGIN) if chance is not None else None
+
+    def label(v: float | None) -> str:
+        if v is None:
+            return "n/a"
+        return f"{v:.2f}" + ("<br>≈ chance" if at_chance is not None and v <= at_chance else "")
+
+    text = [[label(v) for v in row] for row in values]
+    hover = [[not_tested if v is None else f"{v:.3f}" for v in row] for row in values]
+    colorbar = {"title": "accuracy", "thickness": 14}
+    scale: str | list = "Viridis"
+    if chance is not None and 0 < chance < 1:
+        scale = _scale_grey_below(chance)
+        colorbar.update(tickmode="array", tickvals=[0, chance, 0.25, 0.5, 0.75, 1.0],
+                        ticktext=["0", f"chance {chance:.2f}", "0.25", "0.50", "0.75", "1"])
     fig = go.Figure(go.Heatmap(z=values, x=list(tested), y=[str(r) for r in rows], zmin=0, zmax=1,
-                               colorscale="Viridis", text=text, texttemplate="%{text}",
-                               colorbar={"title": "accuracy"},
-                               hovertemplate="%{y}<br>tested %{x}: %{text}<extra></extra>"))
+                               colorscale=scale, text=text, texttemplate="%{text}", customdata=hover,
+                               colorbar=colorbar, xgap=1, ygap=1,
+                               hovertemplate="%{y}<br>tested on %{x}: %{customdata}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title_text=row_title)
-    fig.update_xaxes(title_text="tested combination", side="top")
-    return _finish(fig, height=max(240, 40 * len(values) + 140), title=title)
+    fig.update_xaxes(title_text="tested on")
+    return _finish(fig, height=max(300, 44 * len(values) + 170), title=title)
+
+
+def _scale_grey_below(chance: float) -> list:
+    """A colour scale on [0, 1]: grey up to ``chance``, then Viridis from chance to 1."""
+    from plotly.colors import sequential
+
+    viridis = sequential.Viridis
+    steps = [[chance + (1 - chance) * i / (len(viridis) - 1), c] for i, c in enumerate(viridis)]
+    return [[0.0, "#bdbdbd"], [chance, "#bdbdbd"], *steps]
 
 
 # ---- cost ------------------------------------------------------------------------------------
@@ -198,26 +306,91 @@ def cost_table_frame(rows: Sequence[dict], reference: str | None = None, target:
     return table
 
 
-def pareto_figure(run_ids: Sequence[str], costs: Sequence[float], accuracies: Sequence[float], *,
-                  cost_label: str, log_x: bool = True, target: tuple[float, str] | None = None) -> go.Figure:
-    """Test accuracy against a cost, every run a labelled point, the Pareto front as a step line.
+# What a person reads for each cost-table column: (header with unit, how the value is written).
+COST_COLUMNS: dict[str, tuple[str, object]] = {
+    "run_id": ("Run", str),
+    "model": ("Model", str),
+    "input": ("Input (C x H x W)", str),
+    "params": ("Params", format_count),
+    "macs": ("MACs", format_count),
+    "flops": ("FLOPs", format_count),
+    "train_seconds": ("Train time (s)", lambda v: format_number(v, "{:,.1f}")),
+    "inference_images_per_s": ("Inference (img/s)", lambda v: format_number(v, "{:,.0f}")),
+    "test_acc": ("Test accuracy", lambda v: format_number(v, "{:.3f}")),
+    "acc_per_gmac": ("Accuracy points per GMAC", lambda v: format_number(v, "{:,.1f}")),
+    "acc_pct_of_ref": ("Accuracy (% of ref)", lambda v: format_number(v, "{:.1f}")),
+    "params_pct_of_ref": ("Params (% of ref)", lambda v: format_number(v, "{:.1f}")),
+    "macs_pct_of_ref": ("MACs (% of ref)", lambda v: format_number(v, "{:.1f}")),
+    "reaches_target": ("Reaches target", lambda v: MISSING if v is None or v != v else ("yes" if v else "no")),
+    "cost_note": ("Why no cost", lambda v: v or ""),
+}
+LEADERBOARD_DISPLAY: dict[str, tuple[str, object]] = {
+    **{k: COST_COLUMNS[k] for k in ("run_id", "model", "params", "macs", "train_seconds", "inference_images_per_s",
+                                    "test_acc")},
+    "dataset": ("Dataset", str),
+    "chance_acc": ("Chance accuracy", lambda v: format_number(v, "{:.3f}")),
+    "channels": ("Channels", lambda v: v or MISSING),
+    "strategy": ("Strategy", lambda v: v or MISSING),
+    "state": ("State", str),
+    "weights": ("Weights", str),
+    "best_val_acc": ("Best val accuracy", lambda v: format_number(v, "{:.3f}")),
+    "train_images_per_s": ("Train (img/s)", lambda v: format_number(v, "{:,.0f}")),
+}
+# The Architecture page's per-layer table (core.analysis.complexity's layer records).
+LAYER_COLUMNS: dict[str, tuple[str, object]] = {
+    "name": ("Layer", str), "type": ("Type", str), "output_shape": ("Output shape", str),
+    "params": ("Params", format_count), "macs": ("MACs", format_count),
+    "elementwise_ops": ("Element-wise ops", format_count), "flagged": ("Flagged", lambda v: "yes" if v else ""),
+    "counted_by": ("Counted by", lambda v: v or ""), "formula": ("Formula", lambda v: v or ""),
+    "note": ("Note", lambda v: v or ""),
+}
+ACC_PER_GMAC_DEFINITION = ("Accuracy points per GMAC = 100 x test accuracy / (MACs of one image / 10^9): "
+                           "the test-accuracy percentage bought per billion multiply-accumulates.")
 
-    Runs missing either value are left out. target: (accuracy, label) drawn as a dotted line,
-    e.g. 90 % of the reference run's accuracy.
+
+def readable_table(table: pd.DataFrame, columns: dict[str, tuple[str, object]] = COST_COLUMNS) -> pd.DataFrame:
+    """``table`` (e.g. ``cost_table_frame``) as the text a person reads: human headers with units,
+    counts in full with thousands separators, sensible decimals. Counts become text on purpose: a
+    text cell is never clipped to its last digits, and the CSV of the raw table keeps the integers.
+    Columns not in ``columns`` are kept as they are."""
+    out = pd.DataFrame(index=table.index)
+    for col in table.columns:
+        header, fmt = columns.get(col, (col, None))
+        out[header] = [fmt(v) for v in table[col]] if fmt is not None else table[col]
+    return out
+
+
+def pareto_figure(run_ids: Sequence[str], costs: Sequence[float], accuracies: Sequence[float], *,
+                  cost_label: str, log_x: bool = True, target: tuple[float, str] | None = None,
+                  styles: dict[str, RunStyle] | None = None) -> go.Figure:
+    """Test accuracy against a cost, one marker per run in its ``run_styles`` style, named in the
+    legend and on hover (labels written on the plot would pile up and be cut at the edges), the
+    Pareto front as a step line. Runs missing either value are left out. target: (accuracy,
+    label) drawn as a dotted line, e.g. 90 % of the reference run's accuracy.
     """
-    df = pd.DataFrame({"run": list(run_ids), "cost": pd.to_numeric(pd.Series(list(costs)), errors="coerce"),
+    df = pd.DataFrame({"run": [str(r) for r in run_ids],
+                       "cost": pd.to_numeric(pd.Series(list(costs)), errors="coerce"),
                        "acc": pd.to_numeric(pd.Series(list(accuracies)), errors="coerce")}).dropna()
     df["front"] = compare.pareto_front(df["cost"], df["acc"]) if len(df) else []
-    fig = go.Figure(go.Scatter(x=df["cost"], y=df["acc"], mode="markers+text", text=df["run"],
-                               textposition="top center", name="runs", marker={"size": 11, "color": PALETTE[0]}))
+    styles = styles or run_styles(list(df["run"]))
+    fig = go.Figure()
+    for i, r in enumerate(df.itertuples()):
+        style = _style_of(styles, r.run, i)
+        fig.add_trace(go.Scatter(x=[r.cost], y=[r.acc], mode="markers", name=r.run, legendgroup=r.run,
+                                 marker={"size": 12, "color": style.colour, "symbol": style.marker,
+                                         "line": {"color": "white", "width": 1}},
+                                 hovertemplate=f"<b>{r.run}</b><br>{cost_label}: %{{x:,.4g}}<br>"
+                                               "test accuracy: %{y:.3f}<extra></extra>"))
     front = df[df["front"]].sort_values("cost")
-    fig.add_trace(go.Scatter(x=front["cost"], y=front["acc"], mode="lines+markers", name="Pareto front",
-                             line={"color": PALETTE[1], "shape": "hv"},
-                             marker={"size": 14, "symbol": "circle-open"}))
+    fig.add_trace(go.Scatter(x=front["cost"], y=front["acc"], mode="lines", name="Pareto front",
+                             line={"color": "#888888", "shape": "hv", "width": 1.5}, hoverinfo="skip"))
     if target is not None and _is_number(target[0]):
-        fig.add_hline(y=float(target[0]), line_dash="dot", annotation_text=target[1])
-    return _finish(fig, height=420, xaxis_title=cost_label, yaxis_title="test accuracy",
-                   xaxis_type="log" if log_x else "linear")
+        fig.add_hline(y=float(target[0]), line_dash="dot", annotation_text=target[1],
+                      annotation_position="bottom right")
+    return _finish(fig, height=460, xaxis_title=cost_label, yaxis_title="test accuracy",
+                   xaxis_type="log" if log_x else "linear",
+                   # below the plot: a legend at the side takes half the width of a narrow window
+                   legend={"orientation": "h", "y": -0.22, "title": {"text": "run"}})
 
 
 def largest_layers_figure(layers: pd.DataFrame, n: int = 15) -> go.Figure | None:
@@ -226,8 +399,10 @@ def largest_layers_figure(layers: pd.DataFrame, n: int = 15) -> go.Figure | None
     top = layers[layers["macs"] > 0].nlargest(n, "macs")
     if top.empty:
         return None
-    fig = go.Figure(go.Bar(x=top["macs"], y=top["name"], orientation="h"))
+    fig = go.Figure(go.Bar(x=top["macs"], y=top["name"], orientation="h", marker_color=PALETTE[0],
+                           hovertemplate="%{y}: %{x:,} MACs<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(tickformat="~s")
     return _finish(fig, height=360, title="Largest layers by MACs (one image)", xaxis_title="MACs")
 
 
@@ -252,7 +427,7 @@ def channel_attention_figure(weights: np.ndarray, name: str) -> go.Figure:
     """Bars of one channel-attention tap's weight per channel."""
     v = np.asarray(weights).reshape(-1)
     fig = go.Figure(go.Bar(x=list(range(len(v))), y=v))
-    return _finish(fig, height=240, title=f"channel attention: {name}", xaxis_title="channel",
+    return _finish(fig, height=260, title=f"channel attention in {readable_layer_name(name)}", xaxis_title="channel",
                    yaxis_title="weight")
 
 
@@ -264,7 +439,7 @@ def kernel_attention_figure(rows: Sequence[dict], run_id: str) -> go.Figure:
     df = pd.DataFrame(list(rows))
     layers = list(dict.fromkeys(df["layer"]))
     kernels = list(dict.fromkeys(df["kernel"]))
-    fig = make_subplots(rows=1, cols=len(layers), subplot_titles=[str(x) for x in layers], shared_yaxes=True)
+    fig = make_subplots(rows=1, cols=len(layers), subplot_titles=[readable_layer_name(x) for x in layers], shared_yaxes=True)
     for li, layer in enumerate(layers):
         for ki, kernel in enumerate(kernels):
             part = df[(df["layer"] == layer) & (df["kernel"] == kernel)]
@@ -322,14 +497,93 @@ def embedding_frame(points: np.ndarray, labels: Sequence[int], class_names: Sequ
     return pd.DataFrame({"pc1": points[:, 0], "pc2": points[:, 1], "class": [class_names[y] for y in labels]})
 
 
-def embedding_figure(frame: pd.DataFrame, explained: Sequence[float], run_id: str) -> go.Figure:
-    """Scatter of ``embedding_frame`` coloured by class; the title gives each axis's share of variance."""
-    colours = qualitative.Dark24      # datasets have up to ~20 classes: one colour each
-    fig = go.Figure([go.Scatter(x=g["pc1"], y=g["pc2"], mode="markers", name=str(cls),
-                                marker={"size": 6, "color": colours[i % len(colours)]})
-                     for i, (cls, g) in enumerate(frame.groupby("class", sort=True))])
-    return _finish(fig, height=440, title=f"{run_id}: PC1 {explained[0]:.0%}, PC2 {explained[1]:.0%} of variance",
+# Class names that are colours are drawn in that colour; other classes then avoid these hues.
+NAMED_COLOURS = {"red": "#d62728", "green": "#2ca02c", "blue": "#1f4fd8", "yellow": "#e6c619",
+                 "orange": "#ff7f0e", "purple": "#8e44ad", "pink": "#e377c2", "brown": "#8c564b",
+                 "black": "#222222", "grey": "#7f7f7f", "gray": "#7f7f7f", "white": "#d0d0d0", "cyan": "#17becf"}
+# 20 well separated colours (Kelly's list without white), for classes whose names are not colours.
+CLASS_PALETTE = ("#222222", "#f3c300", "#875692", "#f38400", "#a1caf1", "#be0032", "#c2b280", "#848482",
+                 "#008856", "#e68fac", "#0067a5", "#f99379", "#604e97", "#f6a600", "#b3446c", "#dcd300",
+                 "#882d17", "#8db600", "#654522", "#e25822")
+# When some class names are colours, the others take hues that none of those names suggests.
+NEUTRAL_PALETTE = ("#222222", "#848482", "#875692", "#654522", "#e68fac", "#17becf", "#c2b280", "#882d17",
+                   "#b3446c", "#604e97", "#a1caf1", "#8db600")
+CLASS_MARKERS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star", "triangle-down",
+                 "pentagon", "hexagon", "circle-open", "square-open", "diamond-open", "triangle-up-open",
+                 "star-open", "hexagram", "bowtie", "hourglass", "triangle-left", "triangle-right")
+# Shape words in class names (the shapes dataset) get their own marker.
+_SHAPE_MARKERS = {"circle": "circle", "square": "square", "triangle": "triangle-up", "cross": "cross",
+                  "ring": "circle-open", "star": "star", "diamond": "diamond"}
+
+
+def class_styles(class_names: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """class name -> (colour, marker), pairwise distinct for up to 20 classes (and beyond, as long
+    as colour x marker pairs last). A class named after a colour ("red circle") is drawn in that
+    colour; when any class is, the other classes take neutral hues, so no class is drawn in a
+    colour its name contradicts. Shape words pick the marker (a "star" is a star)."""
+    names = [str(c) for c in class_names]
+
+    def colour_word(name: str) -> str | None:
+        return next((w for w in name.lower().replace("-", " ").split() if w in NAMED_COLOURS), None)
+
+    named = any(colour_word(n) for n in names)
+    others = NEUTRAL_PALETTE if named else CLASS_PALETTE
+    out: dict[str, tuple[str, str]] = {}
+    used: set[tuple[str, str]] = set()
+    k = 0
+    for i, name in enumerate(names):
+        word = colour_word(name)
+        if word:
+            colour = NAMED_COLOURS[word]
+        else:
+            colour = others[k % len(others)]
+            k += 1
+        shape = next((m for w, m in _SHAPE_MARKERS.items() if w in name.lower().split()), None)
+        candidates = ([shape] if shape else []) + [CLASS_MARKERS[(i + j) % len(CLASS_MARKERS)]
+                                                   for j in range(len(CLASS_MARKERS))]
+        marker = next((m for m in candidates if (colour, m) not in used), candidates[0])
+        used.add((colour, marker))
+        out[name] = (colour, marker)
+    return out
+
+
+def embedding_figure(frame: pd.DataFrame, explained: Sequence[float], run_id: str,
+                     class_names: Sequence[str] | None = None) -> go.Figure:
+    """Scatter of ``embedding_frame``, one ``class_styles`` colour and marker per class (in the
+    order of ``class_names`` when given); the title gives each axis's share of variance."""
+    order = [str(c) for c in class_names] if class_names else sorted(frame["class"].astype(str).unique())
+    styles = class_styles(order)
+    fig = go.Figure()
+    for cls in order:
+        g = frame[frame["class"].astype(str) == cls]
+        if g.empty:
+            continue
+        colour, marker = styles[cls]
+        fig.add_trace(go.Scatter(x=g["pc1"], y=g["pc2"], mode="markers", name=cls,
+                                 marker={"size": 7, "color": colour, "symbol": marker,
+                                         "line": {"color": "white", "width": 0.5}}))
+    return _finish(fig, height=480, title=f"{run_id}: PC1 {explained[0]:.0%}, PC2 {explained[1]:.0%} of variance",
                    xaxis_title="PC1", yaxis_title="PC2")
+
+
+def readable_layer_name(name: str) -> str:
+    """A module path as words: "cbam.spatial.tap" -> "cbam › spatial", "layer1.0.conv1" ->
+    "layer1 › block 0 › conv1" (observation taps are an implementation detail, not a layer)."""
+    parts = [p for p in str(name).split(".") if p and not p.startswith("tap")]
+    return " › ".join(f"block {p}" if p.isdigit() else p.replace("_", " ") for p in parts) or "model input"
+
+
+KIND_WORDS = {"spatial_attention": "spatial attention", "channel_attention": "channel attention",
+              "self_attention": "self-attention", "feature": "feature map", "kernel_attention": "kernel attention"}
+
+
+def colour_scale_strip(width: int = 240, height: int = 14) -> np.ndarray:
+    """[height, width, 3] uint8: the overlays' colour map from 0 (left) to 1 (right), to show as
+    the colour scale of CAM and attention overlays (each map is scaled to its own maximum)."""
+    from core.analysis.explain import colormap
+
+    ramp = np.tile(np.linspace(0.0, 1.0, width, dtype=np.float32), (height, 1))
+    return np.clip(colormap(ramp), 0, 255).astype(np.uint8)
 
 
 def attention_overlays(image: np.ndarray, maps: Sequence[dict], max_feature_maps: int = 4,
@@ -347,12 +601,12 @@ def attention_overlays(image: np.ndarray, maps: Sequence[dict], max_feature_maps
     def draw(values: np.ndarray, caption: str) -> tuple[np.ndarray, str]:
         return overlay_heatmap(image, values, alpha=alpha), caption
 
-    rows = [[draw(np.asarray(m["values"]), f"spatial attention: {m['name']}") for m in maps
+    rows = [[draw(np.asarray(m["values"]), f"spatial attention in {readable_layer_name(m['name'])}") for m in maps
              if m["kind"] == "spatial_attention" and np.asarray(m["values"]).ndim == 2]]
     for m in maps:
         fmap = np.asarray(m["values"])
         if m["kind"] == "feature" and fmap.ndim == 3:
-            rows.append([draw(_unit_range(fmap[ch]), f"{m['name']} map {ch}")
+            rows.append([draw(_unit_range(fmap[ch]), f"{readable_layer_name(m['name'])}: feature map {ch}")
                          for ch in range(min(len(fmap), max_feature_maps))])
     centre_rows = []
     for m in maps:
@@ -361,7 +615,7 @@ def attention_overlays(image: np.ndarray, maps: Sequence[dict], max_feature_maps
         if side and side * side == a.shape[-1]:
             centre = a[(side // 2) * side + side // 2].reshape(side, side)
             centre_rows.append(draw(centre / max(float(centre.max()), 1e-12),
-                                    f"self-attention of the centre position: {m['name']}"))
+                                    f"self-attention of the centre position in {readable_layer_name(m['name'])}"))
     rows.append(centre_rows)
     return [row for row in rows if row]
 

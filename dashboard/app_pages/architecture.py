@@ -64,11 +64,12 @@ except ArchScopeError as exc:      # ComplexityError names the model and the sha
     st.error(f"Cannot count {name} at {'x'.join(map(str, shape))}: {exc}. "
              "Try a larger image size or another channel count.")
 else:
-    m = st.columns(4)
-    m[0].metric("Parameters", f"{rep['params_total']:,}")
-    m[1].metric("MACs", f"{rep['macs']:,}")
-    m[2].metric("FLOPs (= 2 x MACs)", f"{rep['flops']:,}")
-    m[3].metric("Element-wise ops", f"{rep['elementwise_ops']:,}")
+    # A markdown table, not st.metric: a metric cuts a long count with an ellipsis in a narrow
+    # window; a table cell wraps and keeps every digit.
+    headline = {"Parameters": rep["params_total"], "MACs": rep["macs"], "FLOPs (= 2 x MACs)": rep["flops"],
+                "Element-wise ops": rep["elementwise_ops"]}
+    st.markdown("| " + " | ".join(headline) + " |\n|" + "---:|" * len(headline) + "\n| "
+                + " | ".join(f"**{figures.format_count(v)}**" for v in headline.values()) + " |")
     st.caption(rep["conventions"])
     layers = pd.DataFrame(rep["layers"])
     if rep["flagged_layers"]:
@@ -82,7 +83,10 @@ else:
                 "formula", "note"]
         layers = layers[[c for c in cols if c in layers.columns]]
         st.subheader("Per-layer complexity")
-        show_table(layers, key="arch_layers", file_name=f"{name}_complexity.csv", hide_index=True)
+        shown = figures.readable_table(layers, figures.LAYER_COLUMNS)
+        show_table(shown, key="arch_layers", file_name=f"{name}_complexity.csv", hide_index=True, csv_frame=layers,
+                   column_config={"Layer": st.column_config.TextColumn(
+                       "Layer", pinned=True, width=figures.text_column_width(shown["Layer"].tolist(), "Layer"))})
         top = figures.largest_layers_figure(layers)
         if top is not None:
             st.plotly_chart(top, key="arch_top")
@@ -90,7 +94,8 @@ else:
         st.subheader("Cross-checks")
         cc = pd.DataFrame([{"counter": c["counter"], "macs": c["macs"], "note": c["note"], "error": c["error"],
                             "layers disagreeing": len(c["disagreements"])} for c in rep["cross_checks"]])
-        show_table(cc, key="arch_cross_table")
+        show_table(cc.assign(macs=cc["macs"].map(figures.format_count)).rename(columns={"macs": "MACs"}),
+                   key="arch_cross_table", hide_index=True, csv_frame=cc)
     with st.expander("Layer structure"):
         try:
             st.code(_structure(name, shape[0], classes, json.dumps(options, sort_keys=True)), language="text")
@@ -111,6 +116,7 @@ calc = pd.DataFrame([
      "params": x.params, "params formula": x.params_formula}
     for x in (cmp_.regular, cmp_.separable)
 ])
-show_table(calc, key="conv_cost", hide_index=True)
+show_table(calc.assign(MACs=calc["MACs"].map(figures.format_count), params=calc["params"].map(figures.format_count)),
+           key="conv_cost", hide_index=True, csv_frame=calc)
 st.markdown(f"Ratio separable / regular: **{cmp_.ratio_formula}** — the separable layout needs "
             f"**{cmp_.speedup:.2f}x** fewer multiply-accumulates.")

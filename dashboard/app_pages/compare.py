@@ -9,10 +9,62 @@ from core.analysis import compare, figures
 from core.errors import ArchScopeError
 from core.report import build_report_html
 from core.suite import SuiteError, suite_groups
-from dashboard.components.runs import available_runs, eval_of, metrics_of, mtime_of, pick_runs, summaries
+from dashboard.components.runs import (available_runs, eval_of, metrics_of, mtime_of, pick_runs, summaries,
+                                       weights_status)
 from dashboard.components.tables import show_table
 
 st.title("Compare runs")
+# Enough images to see a pattern in a confusion, few enough to draw at once.
+GALLERY_SIZE = 12
+# Confusion matrices drawn by default: each is a large figure; more on request.
+DEFAULT_MATRICES = 4
+
+
+@st.fragment
+def _misclassified_gallery(with_eval: list[str], evals: dict, runs: dict) -> None:
+    """Choose a run and a (true, predicted) cell of its confusion matrix; see those test images.
+    A fragment: choosing another cell reruns only this part of the page."""
+    st.markdown("**Misclassified test images**: choose a run and a confusion (a non-zero cell off the diagonal)")
+    g1, g2 = st.columns([1, 2])
+    rid = g1.selectbox("Run", with_eval, key="cmp_gallery_run")
+    ev = evals[rid]
+    classes = ev.get("classes") or [str(k) for k in range(len(ev["confusion_matrix"]))]
+    cells = compare.confusions(ev["confusion_matrix"])
+    if not cells:
+        g2.info(f"`{rid}` misclassifies no test image.")
+        return
+    cell = g2.selectbox("True → predicted (images)", cells, key=f"cmp_gallery_cell_{rid}", index=None,
+                        placeholder="choose a confusion to see its images",
+                        format_func=lambda c: f"{classes[c[0]]} → {classes[c[1]]} ({c[2]} images)")
+    if cell is None:
+        return          # nothing classified until asked: the page stays fast
+    status = weights_status(runs[rid])
+    if not status["has_weights"]:
+        st.info(f"`{rid}` has {status['weights_note']}: its test images cannot be classified again. "
+                f"Regenerate the weights with `{status['regenerate']}`.")
+        return
+    # Imported here: it loads torch, which the rest of this page does not need.
+    from dashboard.components.models import confused_images
+
+    try:
+        hits, matrix = confused_images(str(runs[rid].path), mtime_of(runs[rid].best_weights_path), cell[0], cell[1],
+                                       limit=GALLERY_SIZE)
+    except (ArchScopeError, OSError) as exc:
+        st.error(f"Cannot classify the test images of `{rid}`: {exc}")
+        return
+    same = np.array_equal(matrix, np.asarray(ev["confusion_matrix"]))
+    st.caption(f"{len(hits)} of {cell[2]} image(s) shown, most confident first; p = the probability the model gives each class."
+               + ("" if same else " Recomputed from the saved weights, the matrix differs slightly from eval.json's "
+                                  "(evaluated in another precision or data order)."))
+    if not hits:
+        st.info("The saved weights classify no test image this way (see the note above).")
+        return
+    cols = st.columns(6)
+    for i, h in enumerate(hits):
+        cols[i % 6].image(h["image"], width=96,
+                          caption=f"#{h['index']}: p({classes[cell[1]]}) = {h['p_predicted']:.2f}, "
+                                  f"p({classes[cell[0]]}) = {h['p_true']:.2f}")
+
 
 
 # One click loads a course experiment: the seeds suite's groups whose runs are in the runs folder.
@@ -49,15 +101,33 @@ by_id = {r["run_id"]: (r, c) for r, c in zip(all_rows, all_configs)}
 rows = [by_id[r.run_id][0] for r in chosen if r.run_id in by_id]
 configs = [by_id[r.run_id][1] for r in chosen if r.run_id in by_id]
 runs = {r.run_id: r for r in chosen}
+# One style per run for every figure on this page, decided once from the whole selection.
+styles = figures.run_styles([r.run_id for r in chosen])
+models = {r["run_id"]: r.get("model") for r in rows}
 group_seeds = st.toggle("Group runs that differ only in seed (mean ± std)", value=True, key="cmp_group")
+
+# ---- what differs -----------------------------------------------------------------------------------
+st.subheader("What differs between these runs")
+differs = compare.config_differences([r["run_id"] for r in rows], configs)
+if len(rows) < 2:
+    st.info("Choose two or more runs to see the settings that differ between them.")
+elif differs.empty:
+    st.info("The chosen runs have identical settings (they differ in nothing a config records).")
+else:
+    st.caption("Only the settings whose values differ; a comparison of runs that differ in more than the "
+               "setting under study is confounded.")
+    show_table(differs.reset_index(), key="cmp_differs", hide_index=True)
 
 # ---- curves -----------------------------------------------------------------------------------------
 st.subheader("Training curves")
 groups = compare.group_runs([r["run_id"] for r in rows], configs, by_seed=group_seeds)
-fig = figures.curves_figure([(name, [metrics_of(runs[m]) for m in members]) for name, members in groups.items()])
+group_styles = {name: styles[members[0]] for name, members in groups.items()}
+fig = figures.curves_figure([(name, [metrics_of(runs[m]) for m in members]) for name, members in groups.items()],
+                            styles=group_styles)
 if fig.data:
     st.plotly_chart(fig, key="cmp_curves")
-    st.caption("Dashed: train, solid: validation. Bands: ± one standard deviation over seeds.")
+    st.caption("Top: train, bottom: validation. Each run keeps its colour and line style in every figure of "
+               "this page. Bands: ± one standard deviation over seeds.")
 else:
     st.info("The chosen runs have no finished epoch yet (metrics.jsonl is empty).")
 
@@ -68,14 +138,12 @@ reference = c1.selectbox("Reference run", [r["run_id"] for r in rows], key="cmp_
                          index=int(np.nanargmax([r["macs"] or 0 for r in rows])) if rows else 0)
 target = c2.slider("Target (% of reference accuracy)", 50, 100, 90, key="cmp_target")
 costs = figures.cost_table_frame(rows, reference=reference, target=target / 100)
-show_table(costs, key="cmp_costs", column_config={
-    "test_acc": st.column_config.NumberColumn(format="%.4f"),
-    "acc_per_gmac": st.column_config.NumberColumn("acc % per GMAC", format="%.2f"),
-    "acc_pct_of_ref": st.column_config.NumberColumn("acc % of ref", format="%.1f"),
-    "params_pct_of_ref": st.column_config.NumberColumn("params % of ref", format="%.1f"),
-    "macs_pct_of_ref": st.column_config.NumberColumn("MACs % of ref", format="%.1f"),
-    "cost_note": st.column_config.TextColumn("why no cost"),
-})
+cost_view = figures.readable_table(costs)
+show_table(cost_view, key="cmp_costs", hide_index=True, csv_frame=costs,
+           column_config={"Run": st.column_config.TextColumn(
+               "Run", pinned=True, width=figures.text_column_width(cost_view["Run"].tolist(), "Run"))})
+st.caption(f"Params and MACs of one image at the run's input (C x H x W); FLOPs = 2 x MACs. "
+           f"{figures.ACC_PER_GMAC_DEFINITION} The CSV holds the exact numbers.")
 if costs["test_acc"].isna().all():
     st.info("No chosen run has a test accuracy yet: eval.json is written when a training finishes.")
 if group_seeds and any(len(v) > 1 for v in groups.values()):
@@ -94,8 +162,9 @@ else:
     target_line = (float(ref_acc.iloc[0]) * target / 100, f"{target}% of {reference}") \
         if not ref_acc.empty and pd.notna(ref_acc.iloc[0]) else None
     st.plotly_chart(figures.pareto_figure(costs["run_id"], COST_AXES[axis], costs["test_acc"], cost_label=axis,
-                                          log_x=not axis.startswith("latency"), target=target_line),
-                    key="cmp_pareto")
+                                          log_x=not axis.startswith("latency"), target=target_line,
+                                          styles=styles), key="cmp_pareto")
+    st.caption("Hover a point for its run and numbers; the legend names each run's marker.")
 
 # ---- confusion matrices ------------------------------------------------------------------------------
 evals = {r.run_id: eval_of(r) for r in chosen}
@@ -108,13 +177,19 @@ else:
     normalised = st.toggle("Normalise rows (recall on the diagonal)", value=True, key="cmp_norm")
     # Raw counts share one colour scale across runs, so a darker cell means more images everywhere.
     zmax = None if normalised else max(float(np.max(evals[rid]["confusion_matrix"])) for rid in with_eval)
-    cols = st.columns(min(len(with_eval), 3))
-    for i, rid in enumerate(with_eval):
-        ev = evals[rid]
-        cols[i % len(cols)].plotly_chart(
-            figures.confusion_figure(ev["confusion_matrix"], ev.get("classes"), run_id=rid,
-                                     test_acc=ev.get("test_acc"), normalise=normalised, zmax=zmax,
-                                     show_scale=i == 0), key=f"cmp_cm_{rid}")
+    drawn = st.multiselect("Matrices of", with_eval, default=with_eval[:DEFAULT_MATRICES], key="cmp_cm_runs",
+                           help=f"The first {DEFAULT_MATRICES} runs by default: each matrix is a large figure.")
+    # Two per row: a 12-class matrix needs the width for its labels and cell numbers; every panel
+    # has its colour bar, so all panels are the same size.
+    for start in range(0, len(drawn), 2):
+        cols = st.columns(2)
+        for col, rid in zip(cols, drawn[start:start + 2]):
+            ev = evals[rid]
+            col.plotly_chart(
+                figures.confusion_figure(ev["confusion_matrix"], ev.get("classes"), run_id=rid,
+                                         test_acc=ev.get("test_acc"), normalise=normalised, zmax=zmax),
+                key=f"cmp_cm_{rid}")
+    _misclassified_gallery(with_eval, evals, runs)
 
     if len(with_eval) >= 2:
         st.subheader("Difference of two runs (A − B)")
@@ -132,25 +207,33 @@ else:
             d1.plotly_chart(figures.confusion_difference_figure(diff, classes, run_a=run_a, run_b=run_b),
                             key="cmp_diff")
             d2.plotly_chart(figures.class_change_figure(change), key="cmp_change")
-            show_table(change, key="cmp_change_table", hide_index=True)
+            show_table(change.round(3), key="cmp_change_table", hide_index=True)
 
     st.subheader("Per-class precision, recall and F1")
     per_class = pd.concat([compare.per_class_table(evals[rid]).assign(run=rid) for rid in with_eval],
                           ignore_index=True)
     per_class = per_class[["run"] + [c for c in per_class.columns if c != "run"]]
-    st.plotly_chart(figures.per_class_f1_figure(per_class), key="cmp_f1")
-    show_table(per_class, key="cmp_per_class", hide_index=True)
+    st.plotly_chart(figures.per_class_f1_figure(per_class, styles), key="cmp_f1")
+    show_table(per_class.round(3), key="cmp_per_class", hide_index=True)
 
 # ---- channel robustness ------------------------------------------------------------------------------
 st.subheader("Channel robustness (trained combination × tested combination)")
-labels, tested, z = compare.robustness_by_run(list(evals.items()))
+labels, tested, z = compare.robustness_by_run(list(evals.items()), models)
 if not labels:
     st.info("No chosen run has a channel-robustness row in eval.json (greyscale datasets have none).")
 else:
-    st.plotly_chart(figures.robustness_heatmap(labels, tested, z), key="cmp_cr")
-    matrix = compare.channel_robustness_matrix([ev for ev in evals.values() if ev])
-    st.markdown("**All chosen runs, one row per trained combination** (runs on the same combination averaged)")
-    show_table(matrix, key="cmp_robustness")
+    chances = {compare.chance_level(ev) for ev in evals.values() if (ev or {}).get("channel_robustness")}
+    chance = chances.pop() if len(chances) == 1 else None
+    st.plotly_chart(figures.robustness_heatmap(labels, tested, z, chance=chance), key="cmp_cr")
+    st.caption("Rows: each run's model and the combination it was trained on; columns: the combination it was "
+               "tested on. " + (f"Grey: at or below chance ({chance:.3f} = 1 / number of classes); cells up to "
+                                f"{compare.AT_CHANCE_MARGIN:.2f} above it read '≈ chance'." if chance else
+                                "The runs are on datasets with different numbers of classes: no single chance level."))
+    for note in compare.robustness_notes(list(evals.items())):
+        st.markdown(f"- {note}")
+    matrix = compare.channel_robustness_matrix(list(evals.values()), [models.get(rid) for rid in evals])
+    st.markdown("**One row per model and trained combination** (seeds of the same model averaged)")
+    show_table(matrix.round(3).reset_index(), key="cmp_robustness", hide_index=True)
 
 # ---- report -----------------------------------------------------------------------------------------
 st.subheader("Report to hand in")

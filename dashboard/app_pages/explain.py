@@ -16,6 +16,8 @@ from dashboard.components.runs import mtime_of, pick_runs
 from dashboard.components.tables import show_table
 
 st.title("Explain")
+# Below this probability a CAM explains a class the model does not believe in: say so.
+LOW_PROBABILITY = 0.05
 chosen = pick_runs("ex_runs", need="weights", default_n=2)
 if not chosen:
     st.stop()
@@ -59,38 +61,53 @@ method = c[0].selectbox("Method", list(explain.CAM_METHODS), key="ex_method",
 classes = list(first_pred.classes)
 target = c[1].selectbox("Class to explain", ["(each run's prediction)"] + classes, key="ex_class")
 class_idx = None if target.startswith("(") else classes.index(target)
-cols = st.columns(len(preds))
-for col, (rid, (run, pred)) in zip(cols, preds.items()):
-    with col:
-        st.markdown(f"**{rid}**")
-        mtime = mtime_of(run.best_weights_path)
-        try:
-            layers, default = cache.target_layers(str(run.path), mtime)
-        except ArchScopeError as exc:
-            st.error(f"Cannot list layers of {rid}: {exc}")
-            continue
-        layer = st.selectbox("Target layer", layers, index=layers.index(default), key=f"ex_layer_{rid}")
-        if class_idx is not None and list(pred.classes) != classes:
-            st.info(f"{rid} has different classes from {first_run.run_id}; explaining its own prediction.")
-        idx_here = class_idx if list(pred.classes) == classes else None
-        try:
-            res = cache.cam(str(run.path), mtime, key_bytes, key_shape, method, layer, idx_here)
-        except ArchScopeError as exc:
-            st.error(f"{exc}")
-            continue
-        except RuntimeError as exc:
-            # A user's choice, not a bug: torch raises when the chosen layer's gradient does not
-            # reach the output (e.g. a layer after the pooling the class score skips).
-            st.error(f"{method} failed on layer `{layer}` ({type(exc).__name__}: {exc}). Pick another target layer.")
-            continue
-        explained = pred.classes[res["class_idx"]]
-        st.image(res["overlay"], caption=f"{method} for '{explained}' (p = {res['prob']:.2f}) on {layer}",
-                 width=260)
-        predicted = pred.classes[res["predicted"]]
-        if truth and predicted != truth:
-            st.markdown(f":red-background[predicted: {predicted} — wrong]")
-        else:
-            st.caption(f"predicted: {predicted}")
+# Three runs per line: each CAM keeps room for its caption at 1000 px; more runs wrap.
+CAMS_PER_ROW = 3
+run_items = list(preds.items())
+for start in range(0, len(run_items), CAMS_PER_ROW):
+    cols = st.columns(CAMS_PER_ROW, gap="medium")
+    for col, (rid, (run, pred)) in zip(cols, run_items[start:start + CAMS_PER_ROW]):
+        with col:
+            st.markdown(f"**{rid}**")
+            mtime = mtime_of(run.best_weights_path)
+            try:
+                layers, default = cache.target_layers(str(run.path), mtime)
+            except ArchScopeError as exc:
+                st.error(f"Cannot list layers of {rid}: {exc}")
+                continue
+            layer = st.selectbox("Target layer", layers, index=layers.index(default), key=f"ex_layer_{rid}",
+                                 format_func=figures.readable_layer_name)
+            if class_idx is not None and list(pred.classes) != classes:
+                st.info(f"{rid} has different classes from {first_run.run_id}; explaining its own prediction.")
+            idx_here = class_idx if list(pred.classes) == classes else None
+            try:
+                res = cache.cam(str(run.path), mtime, key_bytes, key_shape, method, layer, idx_here)
+            except ArchScopeError as exc:
+                st.error(f"{exc}")
+                continue
+            except RuntimeError as exc:
+                # A user's choice, not a bug: torch raises when the chosen layer's gradient does not
+                # reach the output (e.g. a layer after the pooling the class score skips).
+                st.error(f"{method} failed on layer `{layer}` ({type(exc).__name__}: {exc}). "
+                         "Pick another target layer.")
+                continue
+            explained = pred.classes[res["class_idx"]]
+            st.image(res["overlay"], caption=f"{method} for '{explained}' (p = {res['prob']:.2f}) on "
+                                             f"{figures.readable_layer_name(layer)}", width="stretch")
+            st.caption(f"Input the model saw: {pred.info.in_channels}x{pred.image_size}x{pred.image_size} "
+                       f"(channels {pred.channels}, strategy {pred.config.channel_strategy}).")
+            if res["prob"] < LOW_PROBABILITY:
+                st.warning(f"The model gives '{explained}' only p = {res['prob']:.2f}: this map shows where "
+                           "evidence for that class would be, not a confident detection (every map is scaled "
+                           "to its own maximum, so it looks hot either way).")
+            predicted = pred.classes[res["predicted"]]
+            if truth and predicted != truth:
+                st.markdown(f":red-background[predicted: {predicted} — wrong]")
+            else:
+                st.caption(f"predicted: {predicted}")
+st.image(figures.colour_scale_strip(), width=240,
+         caption="Colour scale of every map on this page: 0 (blue, low) → 1 (red, high), each map scaled to its "
+                 "own maximum.")
 
 # ---- attention maps ----------------------------------------------------------------------------------
 st.subheader("Attention maps")
@@ -102,9 +119,11 @@ for rid, (run, pred) in preds.items():
     any_attention = True
     st.markdown(f"**{rid}**")
     for row in figures.attention_overlays(img_arr, maps):
-        cols = st.columns(min(len(row), 4))
+        cols = st.columns(4)   # a quarter of the width each, however many maps
         for i, (overlay, caption) in enumerate(row):
-            cols[i % len(cols)].image(overlay, caption=caption, width=160)
+            cols[i % len(cols)].image(overlay, caption=caption, width="stretch")
+    st.image(figures.colour_scale_strip(), width=240, caption="0 (blue, low) → 1 (red, high), each map scaled "
+                                                               "to its own maximum")
     for m in [m for m in maps if m["kind"] == "channel_attention"]:
         st.plotly_chart(figures.channel_attention_figure(m["values"], m["name"]), key=f"ex_ca_{rid}_{m['name']}")
 if not any_attention:
@@ -141,7 +160,7 @@ for rid, (run, pred) in preds.items():
     st.markdown(f"**{rid}**")
     by_layer = {r["layer"]: r for r in recs}
     c = st.columns(3)
-    lname = c[0].selectbox("Deformable layer", list(by_layer), key=f"ex_dl_{rid}")
+    lname = c[0].selectbox("Deformable layer", list(by_layer), key=f"ex_dl_{rid}", format_func=figures.readable_layer_name)
     rec = by_layer[lname]
     ho, wo = rec["offset"].shape[1:]
     oy = c[1].slider("Output row", 0, ho - 1, ho // 2, key=f"ex_oy_{rid}_{lname}")
@@ -180,6 +199,6 @@ for rid, run, pred in triplet:
         st.error(f"Embeddings of {rid} cannot be computed: {exc}")
         continue
     df = figures.embedding_frame(pts, labels, names)
-    st.plotly_chart(figures.embedding_figure(df, ratio, rid), key=f"ex_pca_{rid}")
+    st.plotly_chart(figures.embedding_figure(df, ratio, rid, class_names=names), key=f"ex_pca_{rid}")
     with st.expander("Points"):
         show_table(df, key=f"ex_pca_table_{rid}", hide_index=True)

@@ -55,33 +55,43 @@ if not items:
 
 results = {rid: predict(p, [im for _, im, _ in items], top_k) for rid, p in predictors.items()}
 
+# At most this many runs side by side: at 1000 px a run's column then still fits its pictures;
+# more runs continue on the next line, under an empty image column.
+RUNS_PER_ROW = 3
 rows = []
+run_items = list(predictors.items())
 for i, (name, image, truth) in enumerate(items):
     st.markdown(f"#### {name}" + (f" — true label: **{truth}**" if truth else ""))
-    cols = st.columns([1] + [2] * len(predictors))
-    cols[0].image(np.asarray(image), caption="uploaded" if truth is None else "test image", width=160)
-    for col, (rid, pred) in zip(cols[1:], predictors.items()):
-        res = results[rid][i]
-        with col:
-            st.markdown(f"**{rid}**")
-            if not res["ok"]:
-                st.error(f"{res['error']}")
-                continue
-            try:
-                _, seen = model_view(pred, image)
-                st.image(seen, caption=f"as the model sees it ({pred.channels}, {pred.image_size}px)", width=110)
-            except ArchScopeError as exc:
-                st.warning(f"Cannot draw the model's view: {exc}")
-            top = res["top"]
-            wrong = truth is not None and top[0]["class"] != truth
-            st.plotly_chart(figures.top_k_figure(top, truth), key=f"pr_bar_{i}_{rid}")
-            if wrong:
-                st.markdown(f":red-background[**wrong**: predicted {top[0]['class']}, true {truth}]")
-            elif truth is not None:
-                st.markdown(":green-background[correct]")
-            for rank, t in enumerate(top, 1):
-                rows.append({"image": name, "run": rid, "rank": rank, "class": t["class"], "prob": t["prob"],
-                             "true": truth, "correct": (t["class"] == truth) if truth else None})
+    for start in range(0, len(run_items), RUNS_PER_ROW):
+        cols = st.columns([1] + [2] * min(len(run_items), RUNS_PER_ROW), gap="medium")
+        if start == 0:
+            # "stretch": the picture never grows past its column into the first run's.
+            cols[0].image(np.asarray(image), caption="uploaded" if truth is None else "test image", width="stretch")
+        for col, (rid, pred) in zip(cols[1:], run_items[start:start + RUNS_PER_ROW]):
+            res = results[rid][i]
+            with col:
+                st.markdown(f"**{rid}**")
+                if not res["ok"]:
+                    st.error(f"{res['error']}")
+                    continue
+                try:
+                    _, seen = model_view(pred, image)
+                    st.image(seen, caption=f"as the model sees it ({pred.channels}, "
+                                           f"{pred.image_size}x{pred.image_size} px)", width=110)
+                except ArchScopeError as exc:
+                    st.warning(f"Cannot draw the model's view: {exc}")
+                top = res["top"]
+                wrong = truth is not None and top[0]["class"] != truth
+                st.plotly_chart(figures.top_k_figure(top, truth), key=f"pr_bar_{i}_{rid}",
+                                config={"displayModeBar": False})
+                if wrong:
+                    st.markdown(f":red-background[**wrong**: predicted {top[0]['class']}, true {truth}]")
+                elif truth is not None:
+                    st.markdown(":green-background[correct]")
+                for rank, t in enumerate(top, 1):
+                    rows.append({"image": name, "run": rid, "rank": rank, "class": t["class"],
+                                 "prob": round(t["prob"], 4), "true": truth,
+                                 "correct": (t["class"] == truth) if truth else None})
 
 if rows:
     st.subheader("All predictions")

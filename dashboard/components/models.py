@@ -63,3 +63,35 @@ def test_images(dataset: str, image_size: int, n: int, seed: int = 0,
         imgs = imgs.expand(-1, 3, -1, -1)
     arrays = [im.permute(1, 2, 0).contiguous().numpy() for im in imgs]
     return arrays, ds.test.labels[idx].tolist(), list(ds.info.classes)
+
+
+@st.cache_data(show_spinner="Classifying the run's test images...", max_entries=16)
+def test_set_predictions(path: str, mtime: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every test image of the run's dataset through its model, loaded exactly as in training:
+    (probabilities float [N, K], true labels int [N], images uint8 [N, H, W, 3] for display).
+
+    Cached per run and weights mtime: the misclassified gallery picks cells of the confusion
+    matrix without classifying anything again."""
+    from core.training.run_info import load_dataset_for
+
+    pred = load_predictor(path, mtime)
+    test = load_dataset_for(pred.config).test
+    probs = pred.probabilities(test.images).numpy()
+    images = test.images[:, :3] if test.images.shape[1] >= 3 else test.images.expand(-1, 3, -1, -1)
+    return probs, test.labels.numpy(), images.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def confused_images(path: str, mtime: float, true_idx: int, predicted_idx: int,
+                    limit: int = 24) -> tuple[list[dict], np.ndarray]:
+    """Test images of class ``true_idx`` the run predicts as ``predicted_idx``, most confident first:
+    ([{index, image [H, W, 3] uint8, p_predicted, p_true}] up to ``limit``, this run's recomputed
+    confusion matrix [K, K] (to check it against eval.json))."""
+    probs, labels, images = test_set_predictions(path, mtime)
+    predicted = probs.argmax(1)
+    k = probs.shape[1]
+    matrix = np.zeros((k, k), dtype=int)
+    np.add.at(matrix, (labels, predicted), 1)
+    hits = np.flatnonzero((labels == true_idx) & (predicted == predicted_idx))
+    hits = hits[np.argsort(-probs[hits, predicted_idx])][:limit]
+    return [{"index": int(i), "image": images[i], "p_predicted": float(probs[i, predicted_idx]),
+             "p_true": float(probs[i, true_idx])} for i in hits], matrix

@@ -23,15 +23,15 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
+
 from core.errors import InvalidInputError
+from core.training.run_folder import InvalidRunIdError, RunFolder, validate_run_id
 
 ALLOWED_NAMES = {"config.json", "status.json", "metrics.jsonl", "steps.jsonl", "eval.json",
                  "model.safetensors", "last.safetensors"}
 EPOCH_WEIGHTS = re.compile(r"^epoch_\d{4,}\.safetensors$")
 SKIPPED_NAMES = {"last_state.pt", "train.lock"}   # resume state is a pickle; a lock is meaningless here
 MAX_TOTAL_BYTES = 2 * 1024 ** 3
-# No leading dot: ".", ".." and hidden names are not run folders (and "." / ".." would be the root itself).
-RUN_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
 
 
 class RunImportError(InvalidInputError):
@@ -113,9 +113,11 @@ def import_run_zip(source: str | Path | BinaryIO, runs_root: str | Path, run_id:
             raise RunImportError("the zip has no weights (model.safetensors or last.safetensors)")
         prefix = prefixes.pop()
         run_id = run_id or prefix or f"imported-{time.strftime('%Y%m%d-%H%M%S')}"
-        if not RUN_ID.match(run_id):
-            raise RunImportError(f"run name {run_id!r} may only use letters, digits, '.', '_' and '-' "
-                                 "and may not start with '.'")
+        try:
+            # The one run-id rule (no leading dot: ".", ".." and hidden names would not be run folders).
+            validate_run_id(run_id)
+        except InvalidRunIdError as exc:
+            raise RunImportError(str(exc)) from None
         root = Path(runs_root)
         root.mkdir(parents=True, exist_ok=True)
         dest = root / run_id
@@ -163,8 +165,6 @@ def import_run_zip(source: str | Path | BinaryIO, runs_root: str | Path, run_id:
 
 def _fix_status(folder: Path) -> None:
     """A run imported while 'running' elsewhere is not running here: its pid means nothing locally."""
-    from core.training.run_folder import RunFolder
-
     run = RunFolder(folder)
     status = {}
     if run.status_path.exists():

@@ -7,6 +7,7 @@ still training (its metrics.jsonl grows) is re-read, and a finished run never is
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import streamlit as st
@@ -14,7 +15,6 @@ import streamlit as st
 from core.analysis import compare
 from core.errors import ArchScopeError
 from core.training.run_folder import RunFolder, list_runs
-from core.training.run_info import read_run_info
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT_KEY = "runs_root"
@@ -104,20 +104,60 @@ def run_cost(run: RunFolder) -> dict:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _summaries(signature: tuple) -> tuple[list[dict], list[dict | None]]:
+def _summaries(signature: tuple, with_cost: bool = True) -> tuple[list[dict], list[dict | None]]:
     rows, configs = [], []
     for sig in signature:
         run = RunFolder(sig[0])
         cfg = run.read_config()      # raw: seed groups compare every key a config holds
-        rows.append(compare.run_summary(run, cost=run_cost(run) if cfg else {}))
+        row = compare.run_summary(run, cost=run_cost(run) if (cfg and with_cost) else {})
+        row.update(weights_status(run))
+        rows.append(row)
         configs.append(cfg)
     return rows, configs
 
 
-def summaries(root: Path | None = None) -> tuple[list[dict], list[dict | None]]:
-    """(run_summary rows, configs) for every run under the root, cached by file mtimes."""
+def summaries(root: Path | None = None, with_cost: bool = True) -> tuple[list[dict], list[dict | None]]:
+    """(run_summary rows, configs) for every run under the root, cached by file mtimes.
+
+    with_cost=False skips counting params and MACs (which builds every model, so imports torch):
+    the Overview draws its leaderboard from that first, then fills the costs in. Each row also
+    has ``weights_status``'s keys (has_weights, weights_note, regenerate)."""
     root = root or runs_root()
-    return _summaries(root_signature(root))
+    return _summaries(root_signature(root), with_cost)
+
+
+# The command core.ship writes into status.json for a run shipped without its weights.
+_REGENERATE = re.compile(r"python -m core\.suite [^\n]*?--only \S+")
+
+
+def weights_status(run: RunFolder) -> dict:
+    """{has_weights, weights_note, regenerate}: whether model.safetensors is there and, if not,
+    why (status.json's message from ``core.ship``) and the command that regenerates it."""
+    if run.best_weights_path.exists():
+        return {"has_weights": True, "weights_note": "", "regenerate": ""}
+    status = run.read_status()
+    message = str(status.get("message") or "")
+    found = _REGENERATE.search(message)
+    if status.get("weights_shipped") is False:
+        note = "results only: the weights were not shipped (size budget)"
+    elif status.get("state") in ("queued", "running", "starting"):
+        note = "still training: no weights saved yet (wait for its first epoch)"
+    else:
+        note = "no saved weights (model.safetensors is missing)"
+    command = found.group(0) if found else f"python -m core.train --config {run.path / 'config.json'} --out {run.path}"
+    return {"has_weights": False, "weights_note": note, "regenerate": command}
+
+
+def single_image_problem(run: RunFolder) -> str | None:
+    """Why the run cannot take one uploaded image (a model of stacked image pairs), else None."""
+    config = run.read_config() or {}
+    info = config.get("run") if isinstance(config.get("run"), dict) else {}
+    channels = info.get("source_channels")
+    if isinstance(channels, int) and channels not in (1, 3):
+        return (f"takes image pairs ({channels} channels: two images stacked, dataset "
+                f"`{config.get('dataset')}`), not single images: evaluate it with "
+                f"`python -m core.evaluate {run.path}`")
+    return None
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -155,6 +195,8 @@ def available_runs(need: str | None = None) -> list[RunFolder]:
 
 def run_label(run: RunFolder) -> str:
     """"run_id (model · dataset · channels)", or the bare run id while its config cannot tell."""
+    from core.training.run_info import read_run_info   # imports torch (via the config's channel list)
+
     try:
         config, _ = read_run_info(run.path)
     except ArchScopeError:
@@ -164,26 +206,59 @@ def run_label(run: RunFolder) -> str:
     return f"{run.run_id} ({extra})" if extra else run.run_id
 
 
+def unusable_reason(run: RunFolder, need: str | None) -> tuple[str, str] | None:
+    """(short flag, full reason with the fix) when a run cannot be used on a page that needs
+    ``need`` ('weights': a model to run on single images; 'eval': an eval.json), else None."""
+    if need == "weights":
+        status = weights_status(run)
+        if not status["has_weights"]:
+            return "no weights", f"{status['weights_note']}. Regenerate them with `{status['regenerate']}`"
+        pairs = single_image_problem(run)
+        return ("takes image pairs", pairs) if pairs else None
+    if need == "eval" and not run.eval_path.exists():
+        return "no evaluation", "no evaluation yet (eval.json is written when a training finishes)"
+    return None
+
+
 def pick_runs(key: str, need: str | None = None, default_n: int = 2, label: str = "Runs") -> list[RunFolder]:
-    """Multiselect of runs. Shows what to do when there are none (returns [])."""
-    runs = available_runs(need)
-    if not runs:
-        all_runs = list_runs(runs_root())
-        if all_runs and need:
-            what = {"weights": "saved weights (model.safetensors)", "eval": "an evaluation (eval.json)"}[need]
-            st.info(f"None of the {len(all_runs)} run(s) in `{runs_root()}` has {what} yet. "
-                    "Wait for a training to finish its first epoch, or train one on the Train page.")
-        else:
-            st.info(FIRST_RUN_HELP)
+    """Multiselect of runs; returns the chosen runs that can be used.
+
+    Runs that cannot serve this page (no weights, a pair model on an image page, no eval) stay in
+    the list, flagged "⚠ ... (no weights)", so a search finds them; choosing one shows why and
+    what regenerates it instead of silently doing nothing. Shows what to do when there are none.
+    """
+    all_runs = list_runs(runs_root())
+    if not all_runs:
+        st.info(FIRST_RUN_HELP)
         return []
-    by_id = {r.run_id: r for r in runs}
+    problems = {r.run_id: unusable_reason(r, need) for r in all_runs}
+    usable = [r for r in all_runs if not problems[r.run_id]]
+    if need and not usable:
+        what = {"weights": "saved weights (model.safetensors)", "eval": "an evaluation (eval.json)"}[need]
+        st.info(f"None of the {len(all_runs)} run(s) in `{runs_root()}` has {what} yet. "
+                "Wait for a training to finish its first epoch, or train one on the Train page.")
+    by_id = {r.run_id: r for r in all_runs}
     if key in st.session_state:
         # Set by a previous run or a page's callback (e.g. Compare's course groups): keep what still
         # exists, and pass no default (Streamlit warns when a keyed widget gets both).
         st.session_state[key] = [rid for rid in st.session_state[key] if rid in by_id]
         default = None
     else:
-        default = [r.run_id for r in runs[:default_n]]
-    chosen = st.multiselect(label, list(by_id), default=default, key=key,
-                            format_func=lambda rid: run_label(by_id[rid]))
-    return [by_id[rid] for rid in chosen if rid in by_id]
+        default = [r.run_id for r in usable[:default_n]]
+    # Usable runs first; the others after them, flagged, so they are found but not chosen by accident.
+    options = [r.run_id for r in usable] + [r.run_id for r in all_runs if problems[r.run_id]]
+
+    def label_of(rid: str) -> str:
+        flag = problems[rid]
+        return f"⚠ {run_label(by_id[rid])} — {flag[0]}" if flag else run_label(by_id[rid])
+
+    # While no run is usable, the picker only shows the flagged ones under another key, so the
+    # first usable run to appear is preselected instead of an empty selection being remembered.
+    if not usable:
+        key, default = f"{key}_unusable", None
+    chosen = st.multiselect(label, options, default=default, key=key, format_func=label_of,
+                            help="Runs marked ⚠ cannot be used on this page; choose one to see why and how to fix it.")
+    for rid in chosen:
+        if problems[rid]:
+            st.warning(f"`{rid}` cannot be used here: {problems[rid][1]}.")
+    return [by_id[rid] for rid in chosen if not problems[rid]]

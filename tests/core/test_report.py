@@ -57,7 +57,7 @@ def test_report_is_self_contained_and_holds_each_runs_numbers(runs):
     assert text.count(bundle[-2000:]) == 1 and "Plotly.newPlot" in text    # plotly.js inlined, exactly once
     for run_id, acc in (("alpha-cnn2", "0.8125"), ("beta-cnn3", "0.6875")):
         assert run_id in text and acc in text
-    assert "0.7777" in text                                  # macro F1 from eval.json
+    assert "<td>0.778</td>" in text                          # macro F1 from eval.json, 3 decimals as on the pages
     assert "0.4321" in text and "n/a" in text                # robustness cells, untested shown as n/a
     # cost table: the parameter count of the real models at the run's input shape
     for name in ("cnn2", "cnn3"):
@@ -67,8 +67,8 @@ def test_report_is_self_contained_and_holds_each_runs_numbers(runs):
 
 def test_reference_percentages(runs):
     text = build_report_html(runs, reference="alpha-cnn2")
-    assert "acc % of alpha-cnn2" in text
-    assert f"{100 * 0.6875 / 0.8125:.1f} %" in text and "100.0 %" in text     # beta's accuracy vs alpha's
+    assert "Accuracy (% of alpha-cnn2)" in text
+    assert f"<td>{100 * 0.6875 / 0.8125:.1f}</td>" in text and "<td>100.0</td>" in text   # beta's accuracy vs alpha's
     with pytest.raises(ReportError, match="reference run 'zzz' is not among the runs"):
         build_report_html(runs, reference="zzz", with_cost=False)
 
@@ -109,9 +109,9 @@ def test_report_figures_carry_class_and_run_labels(runs):
         assert heat["x"] == CLASSES and heat["y"] == CLASSES
         assert f["layout"]["yaxis"]["title"]["text"] == "true"
         assert f["layout"]["xaxis"]["automargin"] and f["layout"]["yaxis"]["automargin"]
-    assert {f["layout"]["title"]["text"] for f in confusion} == {"alpha-cnn2: test accuracy 0.8125",
-                                                                 "beta-cnn3: test accuracy 0.6875"}
-    [robust] = [f for f in figs if f["layout"].get("xaxis", {}).get("title", {}).get("text") == "tested combination"]
+    assert {f["layout"]["title"]["text"] for f in confusion} == {f"alpha-cnn2: test accuracy {0.8125:.3f}",
+                                                                 f"beta-cnn3: test accuracy {0.6875:.3f}"}
+    [robust] = [f for f in figs if f["layout"].get("xaxis", {}).get("title", {}).get("text") == "tested on"]
     assert robust["data"][0]["y"] == ["alpha-cnn2 (trained RGB, zero-fill)", "beta-cnn3 (trained RG, zero-fill)"]
     assert robust["data"][0]["x"] == ["RGB", "RG", "RB", "GB", "R", "G", "B"]
 
@@ -125,3 +125,20 @@ def test_cli_writes_the_file(runs, tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
     assert report.main([str(runs[0]), "--out", str(out / "report.html")]) == 1   # parent is a file
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_cost_numbers_read_as_on_the_compare_page(runs):
+    """One definition per metric: the report's cost table is the page's (figures.readable_table of
+    figures.cost_table_frame), so "Accuracy points per GMAC" and every count read the same."""
+    from core.analysis.figures import cost_table_frame, readable_table
+
+    text = build_report_html(runs)
+    rows = [report.collect(r)["row"] for r in runs]
+    shown = readable_table(cost_table_frame(rows))
+    assert "Accuracy points per GMAC" in text and "100 x test accuracy / (MACs of one image / 10^9)" in text
+    for rec in shown.to_dict("records"):
+        for col in ("Params", "MACs", "FLOPs", "Accuracy points per GMAC", "Test accuracy"):
+            assert f"<td>{rec[col]}</td>" in text, (col, rec[col])
+        assert "," in rec["MACs"]                          # counts in full, with separators
+    macs = rows[0]["macs"]
+    assert shown.loc[0, "Accuracy points per GMAC"] == f"{100 * 0.8125 / (macs / 1e9):,.1f}"

@@ -96,17 +96,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_server(runs_root: Path, log_path: Path, timeout: float = 60.0):
+def streamlit_server(runs_root: Path, log_path: Path, timeout: float = 60.0, extra_args: tuple[str, ...] = ()):
     """A real ``streamlit run dashboard/app.py`` on a free local port, serving ``runs_root``.
 
     Yields its base URL once ``/_stcore/health`` answers; fails the test with the log's tail when the
-    server exits or does not answer within ``timeout`` s. Terminated (then killed) on exit."""
+    server exits or does not answer within ``timeout`` s. Terminated (then killed) on exit.
+    ``extra_args``: more ``streamlit run`` flags, e.g. ("--server.maxUploadSize", "20")."""
     port = free_port()
     env = dict(os.environ, ARCHSCOPE_RUNS=str(runs_root))
     log = open(log_path, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         *extra_args],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

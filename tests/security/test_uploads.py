@@ -77,7 +77,9 @@ def test_pixel_limit_is_below_pillows_own_and_the_upload_limit_is_configured():
     # Pillow only warns between 89 M and 179 M pixels: our own limit must be lower.
     assert DEFAULT_MAX_PIXELS < Image.MAX_IMAGE_PIXELS
     cfg = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
-    assert cfg["server"]["maxUploadSize"] == 20        # MB; the server enforces it (tests/security/test_dashboard_hostile.py)
+    # MB; a realistic zipped run is about 26 MB, so the limit fits real runs (the zip importer caps the
+    # uncompressed size itself); the server enforces it (tests/security/test_dashboard_hostile.py)
+    assert cfg["server"]["maxUploadSize"] >= 200
 
 
 # ---- zip slip ----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from core.analysis.compare import (
     run_summary,
     seed_group_key,
 )
+from core.analysis import compare
 from core.io import append_jsonl
 from core.training.run_folder import RunFolder
 
@@ -157,3 +158,59 @@ def test_per_class_table():
     assert df.columns.tolist() == ["class", "precision", "recall", "f1", "support"]
     assert df["support"].tolist() == [3]
     assert per_class_table({}).empty
+
+
+# ---- classroom: rows per model, what differs, confusions ---------------------------------------------
+def _cr(trained, tested, strategy="zero-fill"):
+    return {"classes": ["a", "b", "c", "d"], "channel_robustness": {"trained": trained, "strategy": strategy,
+                                                                     "tested": tested}}
+
+
+def test_robustness_rows_never_average_two_models():
+    evs = [_cr("random", {"RGB": 0.6, "R": 0.4}, "drop"), _cr("random", {"RGB": 0.8, "R": 0.2}, "drop"),
+           _cr("RG", {"RGB": 0.5, "R": 0.3}), _cr("RG", {"RGB": 0.7, "R": 0.5})]
+    m = compare.channel_robustness_matrix(evs, ["pca_cnn", "dyconv", "cnn3", "cnn3"])
+    assert list(m.index) == ["cnn3 · RG", "dyconv · random", "pca_cnn · random"]
+    assert m.loc["pca_cnn · random", "RGB"] == pytest.approx(0.6) and m.loc["dyconv · random", "RGB"] == pytest.approx(0.8)
+    assert m.loc["cnn3 · RG", "RGB"] == pytest.approx(0.6)                 # two seeds of one model: averaged
+    labels, combos, z = compare.robustness_by_run([("p", evs[0]), ("d", evs[1]), ("s1", evs[2]), ("s2", evs[3])],
+                                                  {"p": "pca_cnn", "d": "dyconv", "s1": "cnn3", "s2": "cnn3"})
+    assert labels == ["pca_cnn · random (drop)", "dyconv · random (drop)",
+                      "cnn3 · RG (zero-fill) [s1]", "cnn3 · RG (zero-fill) [s2]"]
+    assert len(set(labels)) == 4 and combos == ["RGB", "R"]
+    assert compare.chance_level(evs[0]) == 0.25 and compare.chance_level(None) is None
+
+
+def test_robustness_notes_explain_what_drop_cannot_test():
+    runs = [("zf", _cr("RG", {"RGB": 0.5, "RG": 0.7, "R": 0.3})), ("dropped", _cr("RGB", {"RGB": 0.8}, "drop"))]
+    [note] = compare.robustness_notes(runs)
+    assert note.startswith("`dropped` is not tested on RG, R:") and "'drop'" in note and "zero-fill" in note
+    assert compare.robustness_notes(runs[:1]) == []
+
+
+def test_config_differences_keeps_only_differing_chosen_keys():
+    a = {"model": "cnn3", "channels": "RG", "lr": 0.001, "seed": 0, "epochs": 6, "augment": {"flip": True},
+         "run": {"device_name": "cpu-a", "num_classes": 12}}
+    b = {"model": "cnn3", "channels": "R", "lr": 0.001, "seed": 1, "epochs": 6, "augment": {"flip": False},
+         "run": {"device_name": "cpu-b", "num_classes": 12}}
+    c = {k: v for k, v in a.items() if k != "epochs"}
+    d = compare.config_differences(["a", "b", "c"], [a, b, c])
+    assert list(d.index) == ["channels", "seed", "epochs", "augment.flip"]
+    assert d.loc["channels"].tolist() == ["RG", "R", "RG"] and d.loc["epochs"].tolist() == ["6", "6", "–"]
+    assert compare.config_differences(["a", "a2"], [a, dict(a)]).empty
+    with pytest.raises(ValueError):
+        compare.config_differences(["a"], [a, b])
+
+
+def test_confusions_lists_off_diagonal_cells_most_first():
+    assert compare.confusions([[5, 2, 0], [7, 3, 1], [0, 0, 9]]) == [(1, 0, 7), (0, 1, 2), (1, 2, 1)]
+    assert compare.confusions(np.eye(3)) == []
+
+
+def test_leaderboard_groups_by_dataset_and_carries_chance():
+    rows = [{"run_id": "a", "dataset": "shapes", "test_acc": 0.7, "chance_acc": 1 / 12},
+            {"run_id": "b", "dataset": "fashion-mnist", "test_acc": 0.6, "chance_acc": 0.1},
+            {"run_id": "c", "dataset": "shapes", "test_acc": 0.8, "chance_acc": 1 / 12}]
+    assert compare.leaderboard(rows)["run_id"].tolist() == ["c", "a", "b"]
+    board = compare.leaderboard(rows, by_dataset=True)
+    assert board["run_id"].tolist() == ["b", "c", "a"] and board["chance_acc"].tolist()[0] == 0.1

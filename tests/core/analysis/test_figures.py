@@ -23,7 +23,7 @@ def test_confusion_figure_has_class_labels_titles_and_row_fractions():
     assert _axis_title(fig) == "predicted" and _axis_title(fig, "yaxis") == "true"
     assert fig.layout.yaxis.autorange == "reversed"
     assert fig.layout.xaxis.automargin and fig.layout.yaxis.automargin     # class names are never cut off
-    assert fig.layout.title.text == "r1: test accuracy 0.7000"
+    assert fig.layout.title.text == "r1: test accuracy 0.700"
     z = np.asarray(heat.z)
     assert z.shape == (3, 3) and z[0].tolist() == pytest.approx([0.8, 0.1, 0.1])
     assert z[2].tolist() == [0, 0, 0]                                      # an empty row stays 0, not NaN
@@ -33,10 +33,18 @@ def test_confusion_figure_has_class_labels_titles_and_row_fractions():
     assert raw.layout.title.text == "r1"                                   # no accuracy: no number invented
 
 
-def test_confusion_figure_without_class_names_numbers_the_classes_and_drops_cell_text_when_large():
-    fig = figures.confusion_figure(np.eye(12), None, run_id="big")
+def test_confusion_figure_labels_every_class_and_writes_cells_up_to_20_classes():
+    fig = figures.confusion_figure(np.eye(12) * 5 + 1, None, run_id="big")
     assert list(fig.data[0].x) == [str(i) for i in range(12)]
-    assert fig.data[0].texttemplate is None                                # 12 classes: hover only
+    assert list(fig.layout.xaxis.tickvals) == [str(i) for i in range(12)]   # no label skipped when crowded
+    assert list(fig.layout.yaxis.ticktext) == [str(i) for i in range(12)]
+    assert fig.data[0].texttemplate == "%{text}" and fig.data[0].text[0][0] == "0.35"
+    assert figures.confusion_figure(np.eye(21), None, run_id="huge").data[0].texttemplate is None  # hover only
+    cm = np.eye(3)
+    assert figures.confusion_figure(cm, None, run_id="a").data[0].text[0][1] == ""   # empty cells stay blank
+    # same classes, same panel size whatever the run
+    assert figures.confusion_figure(cm, None, run_id="a").layout.height == \
+        figures.confusion_figure(cm * 7, None, run_id="a much longer run name").layout.height
 
 
 def test_confusion_difference_and_class_change():
@@ -56,10 +64,22 @@ def test_robustness_heatmap_labels_rows_and_shows_untested_as_na():
     heat = fig.data[0]
     assert list(heat.y) == ["run-a (trained RG, zero-fill)"] and list(heat.x) == ["RGB", "RG", "B"]
     assert list(heat.text[0]) == ["0.50", "0.90", "n/a"]
-    assert _axis_title(fig) == "tested combination" and _axis_title(fig, "yaxis") == "run"
+    assert heat.customdata[0][2].startswith("not testable")                 # hover explains the n/a
+    assert _axis_title(fig) == "tested on" and _axis_title(fig, "yaxis") == "trained on"
     m = compare.channel_robustness_matrix([ev])                         # the averaged matrix draws the same way
     fig = figures.robustness_heatmap(list(m.index), list(m.columns), m.values, row_title="trained")
     assert list(fig.data[0].y) == ["RG"] and list(fig.data[0].text[0]) == ["0.50", "0.90", "n/a"]
+
+
+def test_robustness_heatmap_marks_chance_on_the_scale_and_in_cells():
+    fig = figures.robustness_heatmap(["a"], ["RGB", "R", "B"], [[0.9, 0.12, 0.05]], chance=0.1)
+    heat = fig.data[0]
+    assert list(heat.text[0]) == ["0.90", "0.12<br>≈ chance", "0.05<br>≈ chance"]
+    assert "chance 0.10" in heat.colorbar.ticktext and 0.1 in heat.colorbar.tickvals
+    scale = [tuple(step) for step in heat.colorscale]
+    assert scale[0] == (0.0, "#bdbdbd") and scale[1] == (0.1, "#bdbdbd")    # grey up to chance
+    assert scale[2][0] == pytest.approx(0.1) and scale[-1][0] == pytest.approx(1.0)
+    assert figures.robustness_heatmap(["a"], ["R"], [[0.12]]).data[0].text[0][0] == "0.12"  # no chance given
 
 
 def test_curves_figure_one_line_per_split_and_a_band_for_seed_groups():
@@ -70,9 +90,13 @@ def test_curves_figure_one_line_per_split_and_a_band_for_seed_groups():
     bands = [t for t in fig.data if t.fill == "toself"]
     assert len(lines) == 2 * 4                      # per group: train/val x loss/accuracy
     assert len(bands) == 4                          # only the group of two seeds has bands
-    seeds_val_acc = [t for t in lines if t.name == "seeds val" and t.xaxis == "x2"][0]
+    seeds_val_acc = [t for t in lines if t.name == "seeds" and t.xaxis == "x4"][0]   # bottom right panel
     assert list(seeds_val_acc.y) == pytest.approx([0.6, 0.7])
-    assert fig.layout.xaxis.title.text == "epoch" and fig.layout.yaxis2.title.text == "accuracy"
+    # one style per group in all four panels, and the two groups differ
+    for name in ("single", "seeds"):
+        assert len({(t.line.color, t.line.dash) for t in lines if t.name == name}) == 1
+    assert {lines[0].line.color} != {t.line.color for t in lines if t.name == "seeds"}
+    assert fig.layout.xaxis3.title.text == "epoch" and fig.layout.yaxis2.title.text == "accuracy"
     assert not figures.curves_figure([("empty", [[]])]).data
 
 
@@ -89,8 +113,10 @@ def test_live_curves_figure_puts_epochs_on_the_step_axis():
 def test_pareto_figure_front_and_target_line():
     fig = figures.pareto_figure(["a", "b", "c", "d"], [1, 2, 3, None], [0.5, 0.7, 0.69, 0.9],
                                 cost_label="MACs", target=(0.6, "90% of a"))
-    runs, front = fig.data
-    assert list(runs.text) == ["a", "b", "c"]                   # d has no cost: not drawn
+    *runs, front = fig.data
+    assert [t.name for t in runs] == ["a", "b", "c"]            # d has no cost: not drawn
+    assert all(t.mode == "markers" for t in runs)               # labels on hover and in the legend, none piled up
+    assert len({(t.marker.color, t.marker.symbol) for t in runs}) == 3
     assert list(front.x) == [1, 2] and list(front.y) == [0.5, 0.7]
     assert fig.layout.xaxis.type == "log" and _axis_title(fig) == "MACs" and _axis_title(fig, "yaxis") == "test accuracy"
     assert fig.layout.shapes[0].y0 == 0.6
@@ -148,7 +174,69 @@ def test_attention_overlays_rows_and_captions():
             {"name": "odd", "kind": "self_attention", "values": np.ones((5, 5))}]   # 5 is no square: skipped
     rows = figures.attention_overlays(image, maps)
     captions = [[c for _, c in row] for row in rows]
-    assert captions == [["spatial attention: s1"], [f"f map {i}" for i in range(4)],
-                        ["self-attention of the centre position: sa"]]
+    assert captions == [["spatial attention in s1"], [f"f: feature map {i}" for i in range(4)],
+                        ["self-attention of the centre position in sa"]]
     assert all(img.shape == (8, 8, 3) and img.dtype == np.uint8 for row in rows for img, _ in row)
     assert figures.attention_overlays(image, [maps[2]]) == []               # channel attention is a chart
+
+
+# ---- classroom readability: numbers, styles, names --------------------------------------------------
+def test_format_count_writes_every_digit_with_separators():
+    assert figures.format_count(21290828) == "21,290,828"
+    assert figures.format_count(70276800.0) == "70,276,800"
+    assert figures.format_count(np.int64(11210940)) == "11,210,940"
+    assert figures.format_count(None) == figures.format_count(float("nan")) == "–"
+    assert figures.format_number(0.75812, "{:.3f}") == "0.758" and figures.format_number("x") == "–"
+    assert figures.text_column_width(["21,290,828"], "Params") > figures.text_column_width(["864"], "Params")
+
+
+def test_readable_table_has_human_headers_and_full_counts():
+    rows = [{"run_id": "small-resnet34", "model": "resnet34", "params": 21290828, "macs": 1160537088,
+             "flops": 2321074176, "test_acc": 0.713, "inference_images_per_s": 1398.7, "train_seconds": 125.04, "input": "3x32x32"}]
+    raw = figures.cost_table_frame(rows, reference="small-resnet34", target=0.9)
+    shown = figures.readable_table(raw)
+    row = shown.iloc[0]
+    assert row["Params"] == "21,290,828" and row["MACs"] == "1,160,537,088" and row["FLOPs"] == "2,321,074,176"
+    assert row["Test accuracy"] == "0.713" and row["Train time (s)"] == "125.0" and row["Inference (img/s)"] == "1,399"
+    assert row["Accuracy points per GMAC"] == f"{100 * 0.713 / 1.160537088:,.1f}"
+    assert row["Reaches target"] == "yes" and "macs" not in shown.columns
+
+
+def test_run_styles_are_distinct_for_any_number_of_runs_and_stable_per_id():
+    ids = [f"run{i}" for i in range(50)]
+    styles = figures.run_styles(ids)
+    assert len({(s.colour, s.dash) for s in styles.values()}) == 50
+    assert len({(s.colour, s.marker) for s in styles.values()}) == 50
+    assert len({styles[f"run{i}"].colour for i in range(9)}) == 9        # a 9-run group: nine colours
+    assert figures.run_styles(ids[:3]) == {k: styles[k] for k in ids[:3]}
+
+
+def test_class_styles_distinct_for_20_classes_and_colour_names_in_their_colour():
+    many = [f"class {i}" for i in range(20)]
+    assert len(set(figures.class_styles(many).values())) == 20
+    shapes = ["red circle", "green circle", "blue circle", "yellow circle", "red square", "green square",
+              "blue square", "triangle", "cross", "ring", "star", "diamond"]
+    styles = figures.class_styles(shapes)
+    assert len(set(styles.values())) == 12
+    assert styles["red circle"][0] == styles["red square"][0] == figures.NAMED_COLOURS["red"]
+    assert styles["green square"][0] == figures.NAMED_COLOURS["green"] and styles["star"][1] == "star"
+    named = {figures.NAMED_COLOURS[c] for c in ("red", "green", "blue", "yellow")}
+    assert not {styles[c][0] for c in ("triangle", "cross", "ring", "star", "diamond")} & named
+    fig = figures.embedding_figure(pd.DataFrame({"pc1": [0.0, 1.0], "pc2": [0.0, 1.0],
+                                                 "class": ["star", "green square"]}), [0.5, 0.2], "r", shapes)
+    assert [t.name for t in fig.data] == ["green square", "star"]             # dataset order
+    assert fig.data[0].marker.color == figures.NAMED_COLOURS["green"]
+
+
+def test_readable_layer_names_and_the_colour_scale_strip():
+    assert figures.readable_layer_name("attention.tap") == "attention"
+    assert figures.readable_layer_name("layer1.0.conv1") == "layer1 › block 0 › conv1"
+    strip = figures.colour_scale_strip(100, 10)
+    assert strip.shape == (10, 100, 3) and strip.dtype == np.uint8
+    assert strip[0, 0, 2] > strip[0, 0, 0] and strip[0, -1, 0] > strip[0, -1, 2]   # blue (low) to red (high)
+
+
+def test_titles_sit_below_the_mode_bar():
+    fig = figures.confusion_figure(CM, CLASSES, run_id="r1")
+    assert fig.layout.title.yref == "paper" and fig.layout.title.yanchor == "bottom"
+    assert fig.layout.margin.t >= 60

@@ -1,0 +1,242 @@
+"""Issue 14, as a teacher sees it: the shipped runs (checkpoints/) in the real dashboard.
+
+AppTest checks (what a page lists and says) and browser checks (Playwright + Debian chromium,
+asserting what is drawn): nothing overlaps on Predict at 1400 and 1000 px, every run of a 9-run
+Compare selection has its own (colour, dash) in every figure, the zero-fill group's robustness
+heatmap is 7 x 7, and a count in the cost table is written in full. Screenshots go to
+test-output/classroom/ for a human to look at.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.dashboard.conftest import APP, REPO, goto, streamlit_server, table_with
+
+SHIPPED = REPO / "checkpoints"
+SHOTS = REPO / "test-output" / "classroom"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+ZERO_FILL = ["chan-cnn3-rgb", "chan-cnn3-zf-rg", "chan-cnn3-zf-rb", "chan-cnn3-zf-gb", "chan-cnn3-zf-r",
+             "chan-cnn3-zf-g", "chan-cnn3-zf-b"]
+
+needs_shipped = pytest.mark.skipif(not (SHIPPED / "small-resnet34").is_dir(), reason="shipped runs are missing")
+
+
+# ---- AppTest: what the pages list --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shipped_app():
+    from streamlit.testing.v1 import AppTest
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ARCHSCOPE_RUNS", str(SHIPPED))
+    try:
+        at = AppTest.from_file(str(APP), default_timeout=300)
+        at.run()
+        assert not at.exception, at.exception
+        yield at
+    finally:
+        mp.undo()
+
+
+@needs_shipped
+@pytest.mark.slow
+def test_overview_badges_results_only_runs_and_shows_chance(shipped_app):
+    board = table_with(shipped_app, "Weights").set_index("Run")
+    assert board.loc["small-resnet34", "Weights"] == "⚠ results only"
+    assert board.loc["chan-cnn3-rgb", "Weights"] == "yes"
+    assert board.loc["small-resnet34", "Params"] == "21,290,828"
+    assert board.loc["cost-ciresan-fc2-fmnist", "Chance accuracy"] == "0.100"
+    assert any("python -m core.suite seeds --only small-resnet34" in m.value for m in shipped_app.markdown)
+
+
+@needs_shipped
+@pytest.mark.slow
+@pytest.mark.parametrize("page, key", [("predict", "pr_runs"), ("explain", "ex_runs")])
+def test_runs_without_weights_are_listed_flagged_with_the_command(shipped_app, page, key):
+    at = goto(shipped_app, page)
+    picker = at.multiselect(key=key)
+    flagged = [o for o in picker.options if "small-resnet34" in o]
+    assert flagged and flagged[0].startswith("⚠") and "no weights" in flagged[0]     # a search finds it
+    pairs = [o for o in picker.options if "transform-cnn3-pairs" in o]
+    assert pairs and "takes image pairs" in pairs[0]
+    picker.set_value([*picker.value, "small-resnet34", "transform-cnn3-pairs"]).run()
+    assert not at.exception
+    warnings = " ".join(w.value for w in at.warning)
+    assert "python -m core.suite seeds --only small-resnet34" in warnings
+    assert "image pairs" in warnings and "python -m core.evaluate" in warnings
+    assert not any("cannot be loaded" in e.value for e in at.error)          # never offered to the model
+
+
+def test_fitted_columns_are_as_wide_as_their_longest_formatted_value():
+    import pandas as pd
+
+    from core.analysis import figures
+    from dashboard.components.tables import fitted_column_config, table_height
+
+    shown = figures.readable_table(figures.cost_table_frame(
+        [{"run_id": "small-resnet34", "model": "resnet34", "params": 21290828, "macs": 1160537088, "test_acc": 0.7},
+         {"run_id": "tiny", "model": "cnn2", "params": 864, "macs": 884736, "test_acc": 0.5}]))
+    config = fitted_column_config(shown)
+    assert config["Params"]["width"] >= 8 * len("21,290,828") and config["MACs"]["width"] >= 8 * len("1,160,537,088")
+    assert "Params" in config and config["Run"]["width"] >= 8 * len("small-resnet34")
+    assert fitted_column_config(pd.DataFrame({"n": [1, 2]})) == {}      # numbers keep Streamlit's own column
+    assert table_height(3) == 35 * 4 + 3 and table_height(300) == 600   # sized to its rows, up to a cap
+
+
+# ---- browser ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+    pytest.importorskip("playwright.sync_api")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with streamlit_server(SHIPPED, SHOTS / "streamlit.log", timeout=120) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _page(browser, width: int):
+    pg = browser.new_page(viewport={"width": width, "height": 1000})
+    pg.set_default_timeout(240_000)
+    return pg
+
+
+def _settle(pg, extra: float = 0.8) -> None:
+    time.sleep(extra)       # let a rerun start before waiting for it to end
+    pg.wait_for_selector(IDLE, timeout=240_000)
+    pg.wait_for_function("() => !document.querySelector(\"[data-testid='stSkeleton']\")", timeout=240_000)
+
+
+def _open(pg, url: str, path: str) -> None:
+    pg.goto(f"{url}/{path}")
+    pg.wait_for_selector("h1")
+    _settle(pg, 1.5)
+    assert pg.locator("[data-testid='stException']").count() == 0
+
+
+def _load_group(pg, group: str) -> None:
+    pg.get_by_test_id("stSelectbox").filter(has_text="Load a course experiment").click()
+    pg.get_by_role("option").filter(has_text=group).click()
+    _settle(pg, 1.5)
+    # plotly draws after the script ends: wait until every chart of the page has its data
+    pg.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].length > 0 && "
+                         "[...document.querySelectorAll('.js-plotly-plot')].every(d => d.data)", timeout=120_000)
+
+
+def _overlaps(boxes: list[dict]) -> list[tuple[str, str]]:
+    def hit(a, b):
+        return a["x"] < b["x"] + b["width"] - 1 and b["x"] < a["x"] + a["width"] - 1 \
+            and a["y"] < b["y"] + b["height"] - 1 and b["y"] < a["y"] + a["height"] - 1
+    return [(a["what"], b["what"]) for i, a in enumerate(boxes) for b in boxes[i + 1:] if hit(a, b)]
+
+
+@needs_shipped
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [1400, 1000])
+def test_predict_images_and_headings_do_not_overlap(server, browser, width):
+    pg = _page(browser, width)
+    _open(pg, server, "predict")
+    pg.get_by_test_id("stRadioGroup").get_by_text("test images", exact=True).click()
+    _settle(pg, 1.5)
+    boxes = pg.evaluate("""() => {
+        const main = document.querySelector('[data-testid=stMain]');
+        const els = [...main.querySelectorAll('[data-testid=stImage] img, h4, [data-testid=stMarkdownContainer] strong,'
+                                              + ' [data-testid=stImage] [data-testid=stImageCaption]')];
+        // a heading's own bold words are part of it, not a separate box
+        return els.filter(e => e.tagName === 'H4' || !e.closest('h4')).map((e, i) => { const r = e.getBoundingClientRect();
+            return {what: `${e.tagName}#${i} ${(e.innerText || e.alt || '').slice(0, 30)}`,
+                    x: r.x, y: r.y + window.scrollY, width: r.width, height: r.height}; })
+                  .filter(b => b.width > 0 && b.height > 0);
+    }""")
+    images = [b for b in boxes if b["what"].startswith("IMG")]
+    assert len(images) >= 4 * 3, boxes          # 4 test images, each shown once and as 2 models see it
+    pg.screenshot(path=str(SHOTS / f"predict_{width}.png"), full_page=True)
+    assert not _overlaps(boxes), _overlaps(boxes)[:5]
+    pg.close()
+
+
+@needs_shipped
+@pytest.mark.browser
+@pytest.mark.slow
+def test_compare_nine_runs_have_one_distinct_style_each_in_every_figure(server, browser):
+    pg = _page(browser, 1400)
+    _open(pg, server, "compare")
+    _load_group(pg, "channel-robustness")
+    traces = pg.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map((d, fi) =>
+        (d.data || []).filter(t => t.name && t.type !== 'heatmap' && t.fill !== 'toself').map(t => ({
+            figure: fi, name: t.name,
+            colour: (t.line && t.line.color) || (t.marker && t.marker.color) || null,
+            dash: (t.line && t.line.dash) || (t.marker && t.marker.pattern && t.marker.pattern.shape) || 'solid'})))
+        .flat()""")
+    runs = ["chan-cnn3-rgb", *ZERO_FILL[1:], "chan-pca_cnn-random", "chan-dyconv_resnet18-random"]
+    per_run = {}
+    for t in traces:
+        if t["name"] in runs:
+            per_run.setdefault(t["name"], set()).add((t["colour"], t["dash"]))
+    figures_with_all = {t["figure"] for t in traces if t["name"] == runs[-1]}
+    assert len(figures_with_all) >= 3, traces[:5]           # curves, Pareto, per-class F1 at least
+    assert set(per_run) == set(runs)
+    # one colour per run in every figure, and no two runs alike
+    assert all(len({c for c, _ in styles}) == 1 for styles in per_run.values()), per_run
+    firsts = {name: sorted(styles)[0] for name, styles in per_run.items()}
+    assert len(set(firsts.values())) == len(runs), firsts
+    pg.close()
+
+
+@needs_shipped
+@pytest.mark.browser
+@pytest.mark.slow
+def test_zero_fill_group_has_a_7x7_robustness_heatmap_with_chance_marked(server, browser):
+    pg = _page(browser, 1400)
+    _open(pg, server, "compare")
+    _load_group(pg, "channel-robustness")
+    for rid in ("chan-pca_cnn-random", "chan-dyconv_resnet18-random"):      # leave the zero-fill runs
+        pg.locator(f"button[aria-label^='Remove {rid}']").first.click()
+        _settle(pg, 1.5)
+    heat = pg.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map(d => d.data && d.data[0])
+        .filter(t => t && t.type === 'heatmap' && String(t.hovertemplate || '').includes('tested on'))
+        .map(t => ({x: t.x, y: t.y, ticktext: t.colorbar && t.colorbar.ticktext, text: t.text}))""")
+    assert len(heat) == 1, heat
+    [h] = heat
+    assert len(h["y"]) == 7 and h["x"] == ["RGB", "RG", "RB", "GB", "R", "G", "B"]
+    assert any(str(t).startswith("chance 0.08") for t in h["ticktext"])
+    assert any("≈ chance" in cell for row in h["text"] for cell in row)          # B tested on a RG model
+    assert all(cell != "n/a" for row in h["text"] for cell in row)
+    pg.locator(".js-plotly-plot").filter(has_text="tested on").first.screenshot(path=str(SHOTS / "robustness.png"))
+    pg.close()
+
+
+@needs_shipped
+@pytest.mark.browser
+@pytest.mark.slow
+def test_cost_table_shows_counts_in_full(server, browser):
+    """The grid draws on a canvas; its accessible DOM holds the cell value, which is the formatted
+    text: the full count with separators (the column's width is tested in test_fitted_columns...)."""
+    pg = _page(browser, 1000)
+    _open(pg, server, "compare")
+    _load_group(pg, "small-vs-resnet34")
+    grid = pg.get_by_test_id("stDataFrame").filter(has=pg.locator("th", has_text="Input (C x H x W)")).first
+    grid.scroll_into_view_if_needed()
+    # The grid renders only the columns in view into its accessible table: scroll Params into view.
+    grid.locator(".dvn-scroller").evaluate("e => { e.scrollLeft = 250; }")
+    pg.wait_for_timeout(800)
+    cells = grid.locator("td[role='gridcell']").all_inner_texts()
+    assert "21,290,828" in cells, cells                    # ResNet-34's params in full, not "1290828"
+    grid.screenshot(path=str(SHOTS / "cost_table_1000.png"))
+    pg.close()
