@@ -163,6 +163,33 @@ def classroom_times(page, url: str, settle, repeats: int) -> dict:
             "compare_group": biggest, "compare_group_s": round(statistics.median(group), 3)}
 
 
+
+def apptest_render_times(pages: list[str], repeats: int, after_first=None) -> dict[str, list[float]]:
+    """Seconds per render of each page in one fresh AppTest of the app (ARCHSCOPE_RUNS set): the
+    first render of a page (cold; the Overview's is the app's first run) then ``repeats`` warm ones.
+    ``after_first(at, page)`` may change widgets after a page's first render."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=600)
+    t = time.perf_counter()
+    at.run()
+    first = time.perf_counter() - t
+    out: dict[str, list[float]] = {}
+    for page in pages:
+        times = [first] if page == "overview" else []
+        while len(times) < repeats + 1:
+            at.switch_page(f"app_pages/{page}.py")
+            t = time.perf_counter()
+            at.run()
+            times.append(time.perf_counter() - t)
+            if at.exception:
+                raise SystemExit(f"{page}: {at.exception[0].value}")
+            if len(times) == 1 and after_first is not None:
+                after_first(at, page)
+        out[page] = times
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, help="an existing runs folder (default: make --n tiny runs)")
@@ -180,32 +207,17 @@ def main() -> int:
         make_runs(root, args.n)
         print(f"made {args.n} runs in {time.perf_counter() - t:.1f} s")
     os.environ["ARCHSCOPE_RUNS"] = str(root)
-    from streamlit.testing.v1 import AppTest
 
     from core.training.run_folder import list_runs
 
     n_runs = len(list_runs(root))
     results = {}
     try:
-        at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=600)
-        t = time.perf_counter()
-        at.run()                      # the app's first render is the Overview page, cold
-        first_overview = time.perf_counter() - t
-        for page in PAGES:
-            times = []
-            for i in range(args.repeats + 1):
-                if page == "overview" and i == 0:
-                    times.append(first_overview)
-                    continue
-                at.switch_page(f"app_pages/{page}.py")
-                t = time.perf_counter()
-                at.run()
-                times.append(time.perf_counter() - t)
-                if at.exception:
-                    raise SystemExit(f"{page}: {at.exception[0].value}")
-                if page == "compare" and i == 0:
-                    # later renders with every run selected (the first used the default selection)
-                    at.multiselect(key="cmp_runs").set_value([r.run_id for r in list_runs(root)])
+        def select_all(at, page: str) -> None:
+            if page == "compare":   # later renders with every run selected (the first used the default)
+                at.multiselect(key="cmp_runs").set_value([r.run_id for r in list_runs(root)])
+
+        for page, times in apptest_render_times(PAGES, args.repeats, after_first=select_all).items():
             results[page] = {"cold_s": round(times[0], 3), "warm_s": round(statistics.median(times[1:]), 3)}
         browser = browser_times(root, args.repeats) if args.browser else {}
     finally:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 # `python benchmarks/bench_load.py` puts benchmarks/ first on sys.path, so its sibling imports
 # as a module; `core` is an installed package.
-from bench_dashboard import browser_times, make_runs  # same recipe and browser timing
+from bench_dashboard import apptest_render_times, browser_times, make_runs  # same recipe and timing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,28 +36,9 @@ PAGES = ["overview", "train", "compare", "predict"]
 
 def render_times(pages: list[str], repeats: int) -> dict:
     """{page: {"cold_s", "warm_s", "max_s"}} from one fresh AppTest of the app (ARCHSCOPE_RUNS set)."""
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=600)
-    t = time.perf_counter()
-    at.run()
-    first = time.perf_counter() - t
-    out = {}
-    for page in pages:
-        times = []
-        for i in range(repeats + 1):
-            if page == "overview" and i == 0:
-                times.append(first)
-                continue
-            at.switch_page(f"app_pages/{page}.py")
-            t = time.perf_counter()
-            at.run()
-            times.append(time.perf_counter() - t)
-            if at.exception:
-                raise SystemExit(f"{page}: {at.exception[0].value}")
-        out[page] = {"cold_s": round(times[0], 3), "warm_s": round(statistics.median(times[1:]), 3),
-                     "max_s": round(max(times[1:]), 3)}
-    return out
+    return {page: {"cold_s": round(times[0], 3), "warm_s": round(statistics.median(times[1:]), 3),
+                   "max_s": round(max(times[1:]), 3)}
+            for page, times in apptest_render_times(pages, repeats).items()}
 
 
 def start_trainings(root: Path, k: int) -> list:
