@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from core.predict import Predictor
+from core.training.checkpoint import model_source_warning
 from core.training.run_folder import RunFolder
 from dashboard.components.runs import mtime_of
 
@@ -27,11 +28,16 @@ def load_predictor(path: str, mtime: float) -> Predictor:
 def predictor(run: RunFolder) -> Predictor | None:
     """The run's Predictor, or None after showing st.error saying what is wrong and what to do."""
     try:
-        return load_predictor(str(run.path), mtime_of(run.best_weights_path))
+        pred = load_predictor(str(run.path), mtime_of(run.best_weights_path))
     except Exception as exc:  # noqa: BLE001 - CheckpointError names the file; anything else is shown too
         st.error(f"Run `{run.run_id}` cannot be loaded: {exc}. If it is still training, wait for its first "
                  "epoch; otherwise retrain it or re-import its folder.")
         return None
+    # A student's model file edited since this run trained: the weights loaded, but say so.
+    changed = model_source_warning(pred.config, pred.info)
+    if changed:
+        st.warning(f"Run `{run.run_id}`: {changed}")
+    return pred
 
 
 def predict(pred: Predictor, images: list[Image.Image], top_k: int) -> list[dict]:

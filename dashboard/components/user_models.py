@@ -37,12 +37,18 @@ def split_models(specs: Sequence["ModelSpec"]) -> tuple[list["ModelSpec"], list[
 def reload_model_files(value: str | None = None) -> int:
     """Load the model files again (``value``: a new ARCHSCOPE_MODELS for this server process; None:
     the current one). Returns the number of problems. Cached model costs are keyed by the file's
-    sha256, so an edited file is counted anew without clearing any cache."""
+    sha256, so an edited file is counted anew; loaded Predictors are dropped."""
     from core.models import registry
+
+    from dashboard.components.models import load_predictor
 
     if value is not None:
         os.environ[ENV_VAR] = value       # trainers launched from now on inherit it
-    return len(registry.reload_user_models(value))
+    problems = registry.reload_user_models(value)
+    # Loaded runs hold instances of the classes the files defined before: Predict and Explain must
+    # rebuild them from the files as they are now (weights load again on the next use).
+    load_predictor.clear()
+    return len(problems)
 
 
 def _apply_setting() -> None:
