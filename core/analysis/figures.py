@@ -387,6 +387,10 @@ def pareto_figure(run_ids: Sequence[str], costs: Sequence[float], accuracies: Se
     if target is not None and _is_number(target[0]):
         fig.add_hline(y=float(target[0]), line_dash="dot", annotation_text=target[1],
                       annotation_position="bottom right")
+    if log_x:
+        # A log axis over less than a decade labels every digit (1 2 3 ... 9 10M), which collides in a
+        # narrow window: label 1, 2 and 5 of each decade, with SI suffixes.
+        fig.update_xaxes(dtick="D2", tickformat="~s")
     return _finish(fig, height=460, xaxis_title=cost_label, yaxis_title="test accuracy",
                    xaxis_type="log" if log_x else "linear",
                    # below the plot: a legend at the side takes half the width of a narrow window

@@ -179,11 +179,13 @@ else:
     zmax = None if normalised else max(float(np.max(evals[rid]["confusion_matrix"])) for rid in with_eval)
     drawn = st.multiselect("Matrices of", with_eval, default=with_eval[:DEFAULT_MATRICES], key="cmp_cm_runs",
                            help=f"The first {DEFAULT_MATRICES} runs by default: each matrix is a large figure.")
-    # Two per row: a 12-class matrix needs the width for its labels and cell numbers; every panel
+    # One per row by default: a 12-class matrix needs the page's width for its labels and cell
+    # numbers (two per row were unreadable at 1000 px). Two per row suit a wide screen. Every panel
     # has its colour bar, so all panels are the same size.
-    for start in range(0, len(drawn), 2):
-        cols = st.columns(2)
-        for col, rid in zip(cols, drawn[start:start + 2]):
+    per_row = 2 if st.toggle("Two matrices per row (wide screens)", value=False, key="cmp_cm_two") else 1
+    for start in range(0, len(drawn), per_row):
+        cols = st.columns(per_row)
+        for col, rid in zip(cols, drawn[start:start + per_row]):
             ev = evals[rid]
             col.plotly_chart(
                 figures.confusion_figure(ev["confusion_matrix"], ev.get("classes"), run_id=rid,
@@ -203,10 +205,10 @@ else:
         except ValueError as exc:
             st.error(f"Cannot subtract these two runs' matrices: {exc}. Pick two runs on the same dataset.")
         else:
-            d1, d2 = st.columns(2)
-            d1.plotly_chart(figures.confusion_difference_figure(diff, classes, run_a=run_a, run_b=run_b),
+            # Full width, one under the other: the difference heatmap has as many labels as a matrix.
+            st.plotly_chart(figures.confusion_difference_figure(diff, classes, run_a=run_a, run_b=run_b),
                             key="cmp_diff")
-            d2.plotly_chart(figures.class_change_figure(change), key="cmp_change")
+            st.plotly_chart(figures.class_change_figure(change), key="cmp_change")
             show_table(change.round(3), key="cmp_change_table", hide_index=True)
 
     st.subheader("Per-class precision, recall and F1")
