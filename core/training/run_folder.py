@@ -328,12 +328,15 @@ class RunLockedError(ArchScopeError, RuntimeError):
 
 
 def list_runs(root: str | os.PathLike) -> list[RunFolder]:
-    """Every sub-folder of ``root`` that looks like a run (has config.json or status.json), sorted by name."""
+    """Every sub-folder of ``root`` that looks like a run (has config.json or status.json), sorted by
+    name; hidden folders (``.name``: e.g. a results-only run kept aside while it retrains) are not runs."""
     root = Path(root)
     if not root.is_dir():
         return []
     runs = []
     for p in sorted(root.iterdir()):
+        if p.name.startswith("."):
+            continue
         if p.is_dir() and ((p / "config.json").exists() or (p / "status.json").exists()):
             runs.append(RunFolder(p))
     return runs

@@ -47,25 +47,31 @@ def test_seeds_suite_parses_and_every_config_validates():
     ids = [r.run_id for r in s.runs]
     assert len(ids) == len(set(ids))
     groups = {r.group for r in s.runs}
-    assert {"channel-robustness", "small-vs-resnet34", "plain-vs-deformable", "cost-lessons", "resnet-families",
-            "transformation-detection", "metric-learning"} <= groups
+    assert {"channel-robustness", "dynamic-conv", "small-vs-resnet34", "plain-vs-deformable", "separable",
+            "resnet-families", "transformation-detection", "metric-learning", "linear-probe", "ciresan"} <= groups
     models = {r.config.model for r in s.runs}
-    assert {"cnn3", "pca_cnn", "dyconv_resnet18", "attn_deform_cnn4", "spatial_attn_cnn4", "parallel_cnn",
-            "resnet34", "cnn2", "deform_cnn2", "alexnet_seed", "ciresan", "ciresan_residual", "dwsep_cnn",
-            "cifar_resnet"} <= models
+    assert {"cnn3", "pca_cnn", "dyconv_resnet18", "resnet18", "attn_deform_cnn4", "spatial_attn_cnn4",
+            "parallel_cnn", "resnet34", "cnn2", "deform_cnn2", "alexnet_seed", "ciresan", "ciresan_residual",
+            "dwsep_cnn", "cifar_resnet"} <= models
     for r in s.runs:
         assert r.note, f"{r.run_id} has no note"
         assert r.speed.get("train") and r.speed.get("eval"), f"{r.run_id}: no measured speed for the estimate"
         get_spec(r.config.model)
-    # the experiments the issue names
-    chan = {r.config.channels for r in s.runs if r.group == "channel-robustness" and r.config.model == "cnn3"}
+        if r.seed is not None:
+            assert r.run_id == f"{r.base_id}-s{r.seed}" and r.config.seed == r.seed
+    # the experiments the issues name
+    chan = {r.config.channels for r in s.runs if r.group == "channel-robustness" and r.config.model == "cnn3"
+            and r.config.channel_strategy == "zero-fill"}
     assert chan == {"RGB", "RG", "RB", "GB", "R", "G", "B"}
-    assert any(r.config.loss == "ce+triplet" for r in s.runs)
+    fills = {r.config.channel_strategy for r in s.runs if r.config.channels == "R"}
+    assert fills == {"zero-fill", "sigmoid-fill", "mean-fill"}
+    assert {r.config.loss for r in s.runs} == {"ce", "ce+triplet", "triplet"}
     assert any(r.config.dataset == "transform-pairs" for r in s.runs)
-    assert any(r.config.dataset == "fashion-mnist" for r in s.runs)
-    cifar = {(r.config.model_options["version"], r.config.model_options["n"]) for r in s.runs
-             if r.config.model == "cifar_resnet"}
-    assert cifar == {(v, n) for v in (1, 2) for n in (1, 2, 3)}
+    assert any(r.config.dataset == "fashion-mnist" and r.config.augment == "elastic" for r in s.runs)
+    assert any(r.config.augment == "crop-flip" for r in s.runs)
+    probe = [r for r in s.runs if r.config.train_only == "head"]
+    assert {r.depends_on.rsplit("-s", 1)[0] for r in probe} == {"probe-cnn3-pretrain", "metric-cnn3-embed"}
+    assert {r.config.model_options["fc_layers"] for r in s.runs if r.config.model == "ciresan_residual"} == {2, 3, 4}
 
 
 def test_epochs_scale_and_device_override():
@@ -82,9 +88,56 @@ def test_epochs_scale_and_device_override():
 def test_select_runs_by_id_or_group():
     s = load_suite("seeds", strict=False)
     assert {r.run_id for r in select_runs(s.runs, "chan-cnn3-zf-*")} == {
-        f"chan-cnn3-zf-{c}" for c in ("rg", "rb", "gb", "r", "g", "b")}
+        f"chan-cnn3-zf-{c}" for c in ("rg", "rb", "gb", "g", "b")} | {f"chan-cnn3-zf-r-s{i}" for i in range(3)}
     assert all(r.group == "resnet-families" for r in select_runs(s.runs, "resnet-families"))
     assert select_runs(s.runs, "nothing-like-this") == []
+
+
+def test_seeds_expand_and_init_from_names_an_earlier_run(tmp_path):
+    runs = [{"id": "pre", "seeds": [0, 2], "config": {}},
+            {"id": "probe", "seeds": [0, 2], "config": {"init_from": "@pre", "train_only": "head"}}]
+    s = load_suite(write_suite(tmp_path / "dep.json", runs))
+    assert [(r.run_id, r.seed, r.config.seed, r.depends_on) for r in s.runs] == [
+        ("pre-s0", 0, 0, None), ("pre-s2", 2, 2, None), ("probe-s0", 0, 0, "pre-s0"), ("probe-s2", 2, 2, "pre-s2")]
+    assert suite_mod.suite_groups(tmp_path / "dep.json") == {"other": ["pre-s0", "pre-s2", "probe-s0", "probe-s2"]}
+    later = [{"id": "probe", "config": {"init_from": "@pre"}}, {"id": "pre", "config": {}}]
+    with pytest.raises(SuiteError, match="'@pre' must be listed before it"):
+        load_suite(write_suite(tmp_path / "order.json", later))
+    with pytest.raises(SuiteError, match="'@nope' names no run"):
+        load_suite(write_suite(tmp_path / "none.json", [{"id": "x", "config": {"init_from": "@nope"}}]))
+    with pytest.raises(SuiteError, match="'seeds' must be a list of distinct integers"):
+        load_suite(write_suite(tmp_path / "seeds.json", [{"id": "x", "seeds": [1, 1], "config": {}}]))
+
+
+def test_dependent_run_starts_from_its_dependency_and_waits_for_it(tmp_path):
+    runs = [{"id": "pre", "config": {}},
+            {"id": "probe", "config": {"init_from": "@pre", "train_only": "head"}}]
+    s = load_suite(write_suite(tmp_path / "dep.json", runs))
+    root = tmp_path / "runs"
+    rows = run_suite(s, root, only="probe", in_process=True, echo=lambda *a, **k: None)
+    assert rows[0]["state"] == "blocked" and "'pre', which is not done" in rows[0]["message"]
+    assert not (root / "probe").exists()
+    rows = run_suite(s, root, in_process=True, echo=lambda *a, **k: None)
+    assert [r["state"] for r in rows] == ["done", "done"]
+    cfg = json.loads((root / "probe" / "config.json").read_text())
+    assert cfg["init_from"] == str((root / "pre").resolve()) and cfg["train_only"] == "head"
+
+
+@pytest.mark.slow
+def test_two_jobs_train_side_by_side_with_one_thread_each(tmp_path):
+    root = tmp_path / "runs"
+    s = load_suite(toy_suite(tmp_path, num_threads=None))
+    lines: list[str] = []
+    rows = run_suite(s, root, jobs=2, echo=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert [(r["run_id"], r["state"]) for r in rows] == [("toy-rgb", "done"), ("toy-rg", "done")]
+    # both started before either finished
+    starts = [i for i, line in enumerate(lines) if line.startswith("[")]
+    ends = [i for i, line in enumerate(lines) if "->" in line]
+    assert max(starts) < min(ends), lines
+    threads = {json.loads((root / r / "config.json").read_text())["run"]["cpu_threads"] for r in ("toy-rgb", "toy-rg")}
+    assert threads == {max(1, (os.cpu_count() or 1) // 2)}
+    with pytest.raises(suite_mod.InvalidInputError, match="--in-process"):
+        run_suite(s, root, jobs=2, in_process=True)
 
 
 def test_bad_suite_files_name_the_problem(tmp_path):
@@ -174,6 +227,11 @@ def test_train_then_skip_then_resume_a_killed_run(tmp_path):
 
 def test_folder_states(tmp_path):
     assert plan_action(tmp_path / "none") == ("train", "new")
+    shipped = tmp_path / "results-only"           # what core.ship --without-weights leaves
+    RunFolder(shipped).write_status("done", weights_shipped=False)
+    (shipped / "eval.json").write_text('{"test_acc": 0.5}')
+    (shipped / "config.json").write_text("{}")
+    assert plan_action(shipped)[0] == "train"     # the regenerate command in its status trains it
     d = tmp_path / "early"
     RunFolder(d).write_status("failed", message="dataset missing")
     assert plan_action(d)[0] == "train"              # no config.json: it never started training
@@ -224,3 +282,19 @@ def test_subprocess_suite_survives_a_real_kill(tmp_path):
     metrics = run.read_metrics()
     assert [m["epoch"] for m in metrics] == [1, 2, 3] and done_before >= 1
     assert run.read_status()["state"] == "done" and run.read_eval() is not None
+
+
+def test_results_only_run_is_trained_again_for_its_weights(tmp_path):
+    """The regenerate command core.ship writes into a results-only run's status works: the folder is
+    trained again (the old results kept aside until the new run is done)."""
+    root = tmp_path / "runs"
+    s = load_suite(toy_suite(tmp_path))
+    run_suite(s, root, only="toy-rgb", in_process=True, echo=lambda *a, **k: None)
+    run = RunFolder(root / "toy-rgb")
+    for f in ("model.safetensors", "last.safetensors", "last_state.pt"):
+        (run.path / f).unlink(missing_ok=True)
+    run.write_status("done", weights_shipped=False, message="Results only")
+    rows = run_suite(s, root, only="toy-rgb", in_process=True, echo=lambda *a, **k: None)
+    assert (rows[0]["action"], rows[0]["state"]) == ("train", "done")
+    assert run.best_weights_path.exists() and run.read_eval() is not None
+    assert not (root / ".toy-rgb.previous").exists()
