@@ -72,15 +72,16 @@ from pathlib import Path  # noqa: E402
 from core import cli  # noqa: E402
 from core.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, FailedError  # noqa: E402
 from core.data.channels import STRATEGIES  # noqa: E402
-from core.training.config import (DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, TRIPLET_MINING,  # noqa: E402
-                                  ConfigError, TrainConfig)
+from core.training.config import (DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, TRAIN_ONLY,  # noqa: E402
+                                  TRIPLET_MINING, ConfigError, TrainConfig)
 
 _DEFAULTS = {f.name: f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
              for f in fields(TrainConfig)}
 _WHEN_NONE = {  # what a None default means, for the help text
     "data_root": "the source's own location or cache", "image_size": "the source's native size",
-    "channels": "RGB, or L for a greyscale source", "max_train_samples": "all",
+    "channels": "RGB, or L for a greyscale source", "max_train_samples": "all", "max_eval_samples": "all",
     "weight_decay": "0 for adam, 5e-4 for sgd", "step_size": "max(1, epochs // 3)", "num_threads": "idle cores",
+    "classes": "all", "init_from": "fresh weights",
 }
 
 
@@ -105,6 +106,11 @@ def _help(field: str, text: str = "", *, label: str = "") -> str:
 
 def _augment(text: str) -> dict | str:
     return cli.json_object("--augment")(text) if text.strip().startswith("{") else text
+
+
+def _classes(text: str) -> list[str]:
+    """--classes "red circle,blue square" (names or indices, comma-separated) -> a list of names."""
+    return [c.strip() for c in text.split(",") if c.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,6 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-normalize", dest="normalize", action="store_false", default=S,
                    help=_help("normalize", "no per-channel mean/std normalisation", label="normalisation"))
     g.add_argument("--max-train-samples", type=int, default=S, help=_help("max_train_samples"))
+    g.add_argument("--max-eval-samples", type=int, default=S,
+                   help=_help("max_eval_samples", "cut validation and test to N images each (the same N for "
+                                                  "every seed: picked by the data seed)"))
+    g.add_argument("--classes", type=_classes, default=S, metavar="NAME,NAME,...",
+                   help=_help("classes", "train/validate/test on these classes only (names or indices, "
+                                         "comma-separated; relabelled 0..k-1 in this order)"))
+    g = p.add_argument_group("transfer")
+    g.add_argument("--init-from", default=S, metavar="RUN_DIR|FILE.safetensors",
+                   help=_help("init_from", "start a new run from a run's best weights or a weights file "
+                                           "(tensors of another shape, e.g. the head, stay fresh)"))
+    g.add_argument("--train-only", choices=TRAIN_ONLY, default=S,
+                   help=_help("train_only", "head: linear probe, only the last nn.Linear trains"))
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=S, help=_help("epochs"))
     g.add_argument("--batch-size", type=int, default=S, help=_help("batch_size"))
@@ -163,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--step-size", type=int, default=S, help=_help("step_size", "step scheduler: epochs per decay"))
     g.add_argument("--gamma", type=float, default=S, help=_help("gamma", "step scheduler decay"))
     g.add_argument("--label-smoothing", type=float, default=S, help=_help("label_smoothing"))
-    g.add_argument("--loss", choices=LOSSES, default=S, help=_help("loss"))
+    g.add_argument("--loss", choices=LOSSES, default=S,
+                   help=_help("loss", "triplet: the embedding alone, no cross-entropy (best = last epoch)"))
     g.add_argument("--triplet-margin", type=float, default=S, help=_help("triplet_margin"))
     g.add_argument("--triplet-weight", type=float, default=S, help=_help("triplet_weight"))
     g.add_argument("--triplet-mining", choices=TRIPLET_MINING, default=S, help=_help("triplet_mining"))

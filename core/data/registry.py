@@ -15,7 +15,7 @@ import torch
 import core.data.pairs as pairs
 import core.data.shapes as shapes
 import core.data.sources as sources
-from core.data.base import DataError, DatasetInfo, LoadedDataset, seeded_generator
+from core.data.base import DataError, DatasetInfo, LoadedDataset, TensorSplit, seeded_generator
 from core.data.preprocess import PreprocessConfig, denoise_images, resize_images
 
 
@@ -146,9 +146,46 @@ def describe(name: str, **kw) -> DatasetInfo:
     return info
 
 
+def class_indices(name: str, requested, classes: list[str]) -> list[int]:
+    """The source indices of ``requested`` (class names, or indices as ints or digit strings; a name
+    wins over an index), in the order given. DataError naming an unknown class (with the valid
+    names), a class given twice, or fewer than 2 classes."""
+    if isinstance(requested, (str, bytes)) or len(requested) < 2:
+        raise DataError(f"{name}: classes must name at least 2 classes, got {requested!r}")
+    out: list[int] = []
+    for c in requested:
+        if isinstance(c, str) and c in classes:
+            i = classes.index(c)
+        elif not isinstance(c, bool) and (isinstance(c, int) or (isinstance(c, str) and c.strip().isdigit())) \
+                and 0 <= int(c) < len(classes):
+            i = int(c)
+        else:
+            raise DataError(f"{name}: unknown class {c!r}; its classes are {', '.join(map(repr, classes))} "
+                            f"(or indices 0..{len(classes) - 1})")
+        if i in out:
+            raise DataError(f"{name}: class {classes[i]!r} is listed more than once in classes {list(requested)!r}")
+        out.append(i)
+    return out
+
+
+def _keep_classes(ds: LoadedDataset, name: str, classes) -> None:
+    """Keep only the rows of ``classes`` in every split, labels remapped to 0..k-1 in that order."""
+    keep = class_indices(name, classes, list(ds.info.classes))
+    remap = torch.full((ds.info.num_classes,), -1, dtype=torch.int64)
+    remap[torch.tensor(keep)] = torch.arange(len(keep))
+    for k in ("train", "val", "test"):
+        sp = ds.split(k)
+        rows = (remap[sp.labels] >= 0).nonzero().squeeze(1)
+        sub = sp.subset(rows)
+        setattr(ds, k, TensorSplit(sub.images, remap[sub.labels]))
+    names = [ds.info.classes[i] for i in keep]
+    ds.info.classes, ds.info.num_classes = names, len(names)
+    ds.info.notes += f"; classes subset {names} relabelled 0..{len(names) - 1}"
+
+
 def load_dataset(name: str, *, image_size: int | None = None, root=None, seed: int = 0,
                  preprocess: PreprocessConfig | None = None, max_train_samples: int | None = None,
-                 data_seed: int = 0, **options) -> LoadedDataset:
+                 data_seed: int = 0, classes=None, max_eval_samples: int | None = None, **options) -> LoadedDataset:
     """Load a source as uint8 tensors, resized to ``image_size`` (when given and different from the
     source's), train optionally cut to a seeded random ``max_train_samples``, then denoised when
     ``preprocess.denoise`` (cached on disk per dataset + split + parameters + pixels).
@@ -157,6 +194,13 @@ def load_dataset(name: str, *, image_size: int | None = None, root=None, seed: i
     generates and the val/test splits carved from a training split. ``seed`` (the run's training
     seed) only picks the ``max_train_samples`` subset. So runs trained with different seeds are
     tested on the very same test split and can be compared side by side.
+
+    ``classes`` (names, or indices as ints or digit strings): keep only those classes in train, val
+    and test, labels remapped to 0..k-1 in the order given (``info.classes`` follows); the
+    ``max_train_samples`` cut is made after this filter. DataError for an unknown class.
+
+    ``max_eval_samples``: validation and test each cut to that many images, picked with ``data_seed``
+    (never the run's seed), so every run of a comparison is validated and tested on the same images.
 
     options go to the source: ``download`` (bool, torchvision sources), ``val_fraction``,
     ``test_fraction`` (when a split must be carved), ``n_train``/``n_val``/``n_test`` (shapes),
@@ -167,9 +211,12 @@ def load_dataset(name: str, *, image_size: int | None = None, root=None, seed: i
     spec.check_options(options)
     if image_size is not None and not (1 <= int(image_size) <= 1024):
         raise DataError(f"{name}: image_size must be between 1 and 1024, got {image_size}")
+    # With classes, the source loads its whole train split: the cut must be made after the filter.
     ds = spec.load(path, image_size=image_size, root=root, seed=int(data_seed),
-                   max_train_samples=max_train_samples, **options)
+                   max_train_samples=None if classes is not None else max_train_samples, **options)
     ds.info.name = name
+    if classes is not None:
+        _keep_classes(ds, name, classes)
     if image_size is not None and ds.info.image_size != int(image_size):
         for k in ("train", "val", "test"):
             sp = ds.split(k)
@@ -181,6 +228,15 @@ def load_dataset(name: str, *, image_size: int | None = None, root=None, seed: i
         keep = torch.randperm(len(ds.train), generator=seeded_generator(seed, 31337))[:max_train_samples]
         ds.train = ds.train.subset(keep.sort().values)
         ds.info.notes += f"; train cut to {max_train_samples} (seeded)"
+    if max_eval_samples is not None:
+        if max_eval_samples < 1:
+            raise DataError(f"{name}: max_eval_samples must be >= 1, got {max_eval_samples}")
+        for k, salt in (("val", 4242), ("test", 4343)):
+            sp = ds.split(k)
+            if max_eval_samples < len(sp):
+                keep = torch.randperm(len(sp), generator=seeded_generator(int(data_seed), salt))[:max_eval_samples]
+                setattr(ds, k, sp.subset(keep.sort().values))
+        ds.info.notes += f"; validation and test cut to {max_eval_samples} each (fixed by the data seed)"
     if preprocess is not None and preprocess.denoise:
         hits = {}
         for k in ("train", "val", "test"):

@@ -19,7 +19,8 @@ from core.io import parse_json
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("none", "step", "cosine", "onecycle")
-LOSSES = ("ce", "ce+triplet")
+LOSSES = ("ce", "ce+triplet", "triplet")
+TRAIN_ONLY = ("all", "head")
 TRIPLET_MINING = ("batch-hard", "random")
 DEVICES = ("auto", "cpu", "cuda")
 # Keys config.json may hold that are not TrainConfig fields (written by the trainer).
@@ -45,6 +46,11 @@ class TrainConfig:
     augment: dict | str = field(default_factory=dict)  # AugmentConfig fields, or a preset name; {} = none
     normalize: bool = True                 # per-channel mean/std from the train split
     max_train_samples: int | None = None
+    max_eval_samples: int | None = None    # validation and test each cut to this many (the same for every seed)
+    classes: list[str] | None = None       # a subset of the source's classes (names or indices), relabelled 0..k-1
+    # ---- transfer ---------------------------------------------------------------------------
+    init_from: str | None = None           # a run folder (its best weights) or a .safetensors file; new runs only
+    train_only: str = "all"                # all | head: a linear probe (only the last nn.Linear trains)
     # ---- optimisation -----------------------------------------------------------------------
     epochs: int = 10
     batch_size: int = 64
@@ -56,9 +62,9 @@ class TrainConfig:
     step_size: int | None = None           # step scheduler: None = max(1, epochs // 3)
     gamma: float = 0.1                     # step scheduler decay
     label_smoothing: float = 0.0
-    loss: str = "ce"                       # ce | ce+triplet (seed 002 part three)
+    loss: str = "ce"                       # ce | ce+triplet (seed 002 part three) | triplet (embedding only)
     triplet_margin: float = 1.0
-    triplet_weight: float = 1.0
+    triplet_weight: float = 1.0            # ce+triplet only (loss triplet is the triplet term alone)
     triplet_mining: str = "batch-hard"     # batch-hard | random in-batch triplets
     # ---- run --------------------------------------------------------------------------------
     seed: int = 0
@@ -141,11 +147,13 @@ class TrainConfig:
         check_int("log_every", 1)
         check_int("image_size", 8, allow_none=True)
         check_int("max_train_samples", 1, allow_none=True)
+        check_int("max_eval_samples", 1, allow_none=True)
         check_int("num_threads", 1, allow_none=True)
         check_int("step_size", 1, allow_none=True)
         check_choice("optimizer", OPTIMIZERS)
         check_choice("scheduler", SCHEDULERS)
         check_choice("loss", LOSSES)
+        check_choice("train_only", TRAIN_ONLY)
         check_choice("triplet_mining", TRIPLET_MINING)
         check_choice("channel_strategy", STRATEGIES)
         check_choice("device", DEVICES)
@@ -169,6 +177,7 @@ class TrainConfig:
         for name in ("model_options", "preprocess") + (() if isinstance(self.augment, str) else ("augment",)):
             if not isinstance(getattr(self, name), dict):
                 p.append(f"{name} must be a JSON object (dict), got {getattr(self, name)!r}")
+        p += self._transfer_static_problems()
         if not isinstance(self.model, str) or not self.model:
             p.append(f"model must be a name, got {self.model!r}")
         if not isinstance(self.dataset, str) or not self.dataset:
@@ -179,10 +188,51 @@ class TrainConfig:
             )
         return p
 
-    def validate(self) -> "TrainConfig":
+    def _transfer_static_problems(self) -> list[str]:
+        """classes, init_from, train_only and loss 'triplet': types and combinations."""
+        p: list[str] = []
+        if self.classes is not None:
+            if isinstance(self.classes, (str, bytes)) or not isinstance(self.classes, (list, tuple)) or any(
+                    isinstance(c, bool) or not isinstance(c, (str, int)) for c in self.classes):
+                p.append(f"classes must be a list of class names or indices, got {self.classes!r}")
+            elif len(self.classes) < 2:
+                p.append(f"classes must name at least 2 classes, got {list(self.classes)!r}")
+            elif len({str(c) for c in self.classes}) != len(self.classes):
+                dups = sorted({str(c) for c in self.classes if [str(x) for x in self.classes].count(str(c)) > 1})
+                p.append(f"classes lists {', '.join(map(repr, dups))} more than once")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            p.append(f"init_from must be a path (a run folder or a .safetensors file), got {self.init_from!r}")
+        if self.loss == "triplet" and self.train_only == "head":
+            p.append("loss 'triplet' trains the embedding without the head, and train_only 'head' trains the "
+                     "head alone: nothing would train; train the head in a second run (loss 'ce')")
+        return p
+
+    def init_from_weights(self) -> Path | None:
+        """The weights file ``init_from`` names: a run folder's best weights (model.safetensors), or the file."""
+        if not self.init_from:
+            return None
+        path = Path(self.init_from)
+        return path / "model.safetensors" if path.is_dir() else path
+
+    def _init_from_problems(self) -> list[str]:
+        """init_from must name an existing run folder with best weights, or a .safetensors file."""
+        path = self.init_from_weights()
+        if path is None or not isinstance(self.init_from, str):
+            return []
+        if not Path(self.init_from).exists():
+            return [f"init_from {self.init_from!r} does not exist (expected a run folder or a .safetensors file)"]
+        if Path(self.init_from).is_dir() and not path.is_file():
+            return [f"init_from {self.init_from!r} is a folder without {path.name} (not a finished run folder?)"]
+        if path.suffix != ".safetensors":
+            return [f"init_from {self.init_from!r} is not a .safetensors file (weights are only read from "
+                    f"safetensors, never unpickled)"]
+        return []
+
+    def validate(self, *, check_init_from: bool = True) -> "TrainConfig":
         """Check everything that can be checked before any work, including that the model and the
         dataset exist and fit together. Returns a copy with ``channels`` resolved (RGB/L by source).
-        Raises ``ConfigError`` listing every problem."""
+        Raises ``ConfigError`` listing every problem. ``check_init_from=False``: a resumed run
+        (init_from was loaded when it started; its file may be gone since)."""
         problems = self.static_problems()
         if problems:
             raise ConfigError("invalid training config:\n  - " + "\n  - ".join(problems))
@@ -264,14 +314,29 @@ class TrainConfig:
                 from core.models.user_models import UserModelError
 
                 try:
-                    check_user_model(self.model, num_classes=info.num_classes, in_channels=in_ch,
+                    check_user_model(self.model, num_classes=len(self.classes or ()) or info.num_classes,
+                                     in_channels=in_ch,
                                      image_size=int(size), options=dict(self.model_options),
                                      channels_last=self.channels_last)
                 except UserModelError as exc:
                     problems.append(str(exc))
+        problems += (self._init_from_problems() if check_init_from else []) + self._classes_problems(info)
         if problems:
             raise ConfigError("invalid training config:\n  - " + "\n  - ".join(problems))
         return resolved
+
+    def _classes_problems(self, info: Any) -> list[str]:
+        """Each entry of ``classes`` must be a class of the dataset (``info``: its DatasetInfo, or None)."""
+        if self.classes is None or info is None:
+            return []
+        from core.data import DataError
+        from core.data.registry import class_indices
+
+        try:
+            class_indices(self.dataset, self.classes, info.classes)
+        except DataError as exc:
+            return [str(exc)]
+        return []
 
 
 def input_channels(channels: str, strategy: str, variable_input: bool, source_channels: int = 3) -> int:

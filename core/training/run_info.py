@@ -218,7 +218,9 @@ def read_run_info(run_dir: str | os.PathLike) -> tuple[TrainConfig, RunInfo]:
 
 def load_dataset_for(config: TrainConfig, **options: Any) -> "LoadedDataset":
     """The dataset exactly as ``config`` trains on it: same source, image size, data root, seed
-    (which picks the max_train_samples subset), preprocessing (e.g. denoising) and subset size.
+    (which picks the max_train_samples subset), preprocessing (e.g. denoising), subset sizes (max_train_samples; max_eval_samples for validation and test) and
+    class subset (``config.classes``, relabelled 0..k-1: what training, evaluation, predict and the
+    dashboard all see).
 
     Images uint8 [N, C, H, W], labels int64 [N] per split. ``options`` go to the source (e.g.
     ``download``). Raises DataError when the dataset is not available.
@@ -232,6 +234,8 @@ def load_dataset_for(config: TrainConfig, **options: Any) -> "LoadedDataset":
         seed=config.seed,
         preprocess=PreprocessConfig.from_dict(config.preprocess) if config.preprocess else None,
         max_train_samples=config.max_train_samples,
+        classes=config.classes,
+        max_eval_samples=config.max_eval_samples,
         **options,
     )
 

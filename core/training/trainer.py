@@ -314,7 +314,8 @@ def train(
     run = RunFolder(run_dir)
 
     # ---- config -----------------------------------------------------------------------------
-    config = config.validate()                    # ConfigError before any work
+    # ConfigError before any work; a resumed run does not read init_from again (its file may be gone).
+    config = config.validate(check_init_from=not (resume and run.resume_state_path.exists()))
     dist_info = init_distributed("cuda" if config.device == "cuda" or (
         config.device == "auto" and torch.cuda.is_available()) else "cpu")
     try:
@@ -477,12 +478,14 @@ class _Parts:
 
     model: nn.Module                             # the plain model (saved, validated)
     net: nn.Module                               # what the loop calls: + embedding, DDP, compile
-    use_triplet: bool
+    use_triplet: bool                            # net returns (logits, embedding)
     optimizer: torch.optim.Optimizer
     scheduler: Any
     per_batch: bool                              # the scheduler steps per batch (onecycle)
     criterion: nn.Module
     compile_pending: bool                        # torch.compile compiles on the next step
+    head: nn.Module | None = None                # train_only 'head': the one module left in train mode
+    facts: dict = field(default_factory=dict)    # for config.json's run section (init_from, trainable_params)
 
 
 @dataclass
@@ -502,9 +505,10 @@ def _train(config: TrainConfig, run: RunFolder, device: torch.device, dist_info:
     torch.manual_seed(config.seed)                # same init on every rank; DDP also broadcasts rank 0's
     threads = _set_cpu_threads(ctx, resume)
     data = _build_data(ctx)
-    parts = _build_model(ctx, data)
-    book = _restore_resume_state(ctx, parts) if resume and run.resume_state_path.exists() else _Book()
-    _write_run_config(ctx, data, threads, resume, book)
+    continuing = resume and run.resume_state_path.exists()
+    parts = _build_model(ctx, data, fresh=not continuing)
+    book = _restore_resume_state(ctx, parts) if continuing else _Book()
+    _write_run_config(ctx, data, threads, resume, book, parts.facts)
     ctx.tb = TensorBoardLog(run.path / "tensorboard", purge_step=book.global_step or None,
                             enabled=ctx.main and config.tensorboard)
     if ctx.main:
@@ -517,7 +521,7 @@ def _train(config: TrainConfig, run: RunFolder, device: torch.device, dist_info:
             for epoch in range(book.start_epoch, config.epochs + 1):
                 state["epoch"] = epoch
                 row = _train_epoch(ctx, data, parts, book, epoch)
-                is_best = _track_best(book, row)
+                is_best = _track_best(book, row, last_wins=config.loss == "triplet")
                 if ctx.main:
                     _commit_epoch(ctx, parts, book, row, is_best)
                 barrier(dist_info)
@@ -587,32 +591,105 @@ def build_train_loader(config: TrainConfig, split, normalize, device: torch.devi
     )
 
 
-def _build_model(ctx: _Context, data: _Data) -> _Parts:
-    """The model on the device, wrapped for the loop (embedding, DDP, compile), and its optimiser."""
+def _build_model(ctx: _Context, data: _Data, fresh: bool = True) -> _Parts:
+    """The model on the device, wrapped for the loop (embedding, DDP, compile), and its optimiser.
+
+    ``fresh`` (not a resume): ``init_from`` weights are loaded first. Freezing (train_only 'head',
+    loss 'triplet') comes before DDP, so DDP only ever sees the parameters that train.
+    """
     from core.models.registry import create_model
 
     config, device = ctx.config, ctx.device
     model = create_model(config.model, num_classes=data.num_classes, in_channels=data.in_channels,
                          **config.model_options)
+    use_triplet = config.loss in ("ce+triplet", "triplet")
+    if use_triplet and not hasattr(model, "embed"):
+        raise ConfigError(f"invalid training config:\n  - model {config.model!r} has no embed(); "
+                          f"loss {config.loss!r} needs one")
+    head, facts = _prepare_transfer(ctx, model, fresh)
     model.to(device)
     if config.channels_last:
         # NHWC: tensor-core friendly on CUDA; on this CPU oneDNN's NHWC convolutions trained cnn3
         # 1.3-1.9x faster than NCHW at 32 px (benchmarks/bench_trainer.py). --no-channels-last turns it off.
         to_channels_last(model)
-    use_triplet = config.loss == "ce+triplet"
-    if use_triplet and not hasattr(model, "embed"):
-        raise ConfigError(f"invalid training config:\n  - model {config.model!r} has no embed(); "
-                          f"loss 'ce+triplet' needs one")
     net: nn.Module = LogitsAndEmbedding(model) if use_triplet else model
     if ctx.dist.enabled:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         net = torch.compile(net)
-    optimizer = make_optimizer(config, model.parameters())
+    # Only what trains goes to the optimiser when this run froze something; otherwise every parameter,
+    # as before (a resumed run's optimiser state must keep its parameter groups).
+    frozen_here = config.train_only == "head" or config.loss == "triplet"
+    params = [p for p in model.parameters() if p.requires_grad] if frozen_here else model.parameters()
+    optimizer = make_optimizer(config, params)
     scheduler, per_batch = make_scheduler(config, optimizer, data.steps_per_epoch)
     return _Parts(model=model, net=net, use_triplet=use_triplet, optimizer=optimizer, scheduler=scheduler,
                   per_batch=per_batch, criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
-                  compile_pending=config.compile)
+                  compile_pending=config.compile, head=head, facts=facts)
+
+
+# ---- transfer: init_from, train_only, loss 'triplet' ------------------------------------------
+def classifier_head(model: nn.Module) -> tuple[str, nn.Linear]:
+    """(name, module) of the model's classification head, defined generically as the LAST ``nn.Linear``
+    in ``model.named_modules()`` order (registration order): ``fc`` of the ResNets and of the plain
+    CNNs (cnn2/3/4). Raises ConfigError for a model without an nn.Linear."""
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not found:
+        raise ConfigError(f"invalid training config:\n  - model {type(model).__name__} has no nn.Linear "
+                          f"classification head, which train_only 'head' and loss 'triplet' need")
+    return found[-1]
+
+
+def load_init_weights(model: nn.Module, path: str | os.PathLike) -> dict:
+    """Copy the tensors of the safetensors file ``path`` whose name and shape match into ``model``.
+
+    Tensors of the model that differ in shape (e.g. a head of another class count) or are absent
+    from the file keep their fresh values. Returns {"init_from", "loaded": n, "skipped": [names]};
+    raises CheckpointError when no tensor matched (another architecture)."""
+    state = ckpt.load_weights(path)
+    own = model.state_dict()
+    loaded = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not loaded:
+        raise ckpt.CheckpointError(
+            f"{path}: init_from weights share no tensor (same name and shape) with model "
+            f"{type(model).__name__} (file e.g. {', '.join(list(state)[:3]) or 'empty'}; "
+            f"model e.g. {', '.join(list(own)[:3])}); was it trained with another model or model_options?")
+    model.load_state_dict(loaded, strict=False)
+    return {"init_from": str(path), "loaded": len(loaded), "skipped": sorted(k for k in own if k not in loaded)}
+
+
+def _prepare_transfer(ctx: _Context, model: nn.Module, fresh: bool) -> tuple[nn.Module | None, dict]:
+    """init_from (new runs only), then freezing: train_only 'head' leaves only the classifier head
+    trainable (the rest also stays in eval mode: _set_train_modes); loss 'triplet' freezes the head
+    (embedding-only training). Returns (the head for train_only 'head', else None; run-section facts)."""
+    config, facts = ctx.config, {}
+    if fresh and config.init_from:
+        facts["init_from"] = load_init_weights(model, config.init_from_weights())
+        ctx.progress.message(f"init_from {facts['init_from']['init_from']}: loaded {facts['init_from']['loaded']} "
+                             f"tensors, skipped {facts['init_from']['skipped']}")
+    head = None
+    if config.train_only == "head" or config.loss == "triplet":
+        name, module = classifier_head(model)
+        head_params = {id(p) for p in module.parameters()}
+        for p in model.parameters():   # freeze what this run does not train (never unfreezes a model option's)
+            if (id(p) in head_params) != (config.train_only == "head"):
+                p.requires_grad_(False)
+        facts["head"] = name
+        head = module if config.train_only == "head" else None
+    facts["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    facts["total_params"] = sum(p.numel() for p in model.parameters())
+    if facts["trainable_params"] == 0:
+        raise ConfigError(f"invalid training config:\n  - no parameter of model {config.model!r} would train")
+    return head, facts
+
+
+def _set_train_modes(parts: _Parts) -> None:
+    """Train mode for the loop; with train_only 'head', every module but the head stays in eval mode
+    (frozen BatchNorm keeps its running statistics, dropout before the head is off)."""
+    parts.net.train()
+    if parts.head is not None:
+        parts.model.train(False)
+        parts.head.train(True)
 
 
 def _restore_resume_state(ctx: _Context, parts: _Parts) -> _Book:
@@ -637,8 +714,10 @@ def _restore_resume_state(ctx: _Context, parts: _Parts) -> _Book:
                  best_epoch=int(saved["best_epoch"]), global_step=int(saved["global_step"]))
 
 
-def _write_run_config(ctx: _Context, data: _Data, threads: int, resume: bool, book: _Book) -> None:
-    """config.json = the TrainConfig + a ``run`` section of what this start found out (rank 0)."""
+def _write_run_config(ctx: _Context, data: _Data, threads: int, resume: bool, book: _Book,
+                      facts: dict | None = None) -> None:
+    """config.json = the TrainConfig + a ``run`` section of what this start found out (rank 0); ``facts``:
+    trainable_params / total_params, head, and (a new run only) init_from {init_from, loaded, skipped}."""
     from core.training.run_info import model_source_section
 
     config, device, run = ctx.config, ctx.device, ctx.run
@@ -657,6 +736,7 @@ def _write_run_config(ctx: _Context, data: _Data, threads: int, resume: bool, bo
             "batch_size_global": config.batch_size * ctx.dist.world_size,
             "amp": autocast_name(device), "command": " ".join(sys.argv),
             **model_source_section(config.model),   # a student's model: its file and sha256
+            **(facts or {}),
         }
         if resume:
             run.truncate_rows_after(book.start_epoch - 1)   # drop rows of the epoch that was interrupted
@@ -682,7 +762,7 @@ def _train_epoch(ctx: _Context, data: _Data, parts: _Parts, book: _Book, epoch: 
     interval (_log_interval) checks every step's loss for NaN/inf.
     """
     config, device = ctx.config, ctx.device
-    parts.net.train()
+    _set_train_modes(parts)
     data.train_loader.set_epoch(epoch)
     epoch_start = time.time()
     loss_sum = torch.zeros((), device=device)          # accumulated on the device: no sync per step
@@ -764,10 +844,13 @@ def _train_step(ctx: _Context, parts: _Parts, x: torch.Tensor, y: torch.Tensor) 
     with train_autocast(ctx.device):
         out = parts.net(x)
         logits, emb = out if parts.use_triplet else (out, None)
-        loss = parts.criterion(logits.float(), y)
-        if parts.use_triplet:
-            loss = loss + config.triplet_weight * triplet_loss(
-                emb.float(), y, config.triplet_margin, config.triplet_mining)
+        if config.loss == "triplet":               # embedding only: no cross-entropy, the head is frozen
+            loss = triplet_loss(emb.float(), y, config.triplet_margin, config.triplet_mining)
+        else:
+            loss = parts.criterion(logits.float(), y)
+            if parts.use_triplet:
+                loss = loss + config.triplet_weight * triplet_loss(
+                    emb.float(), y, config.triplet_margin, config.triplet_mining)
     parts.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     parts.optimizer.step()
@@ -805,10 +888,14 @@ def _validate(ctx: _Context, data: _Data, parts: _Parts) -> tuple[float | None, 
     return res["loss"], res["accuracy"]
 
 
-def _track_best(book: _Book, row: dict) -> bool:
-    """Update the best epoch (by val_acc, or train_acc without a validation split); True if this is it."""
+def _track_best(book: _Book, row: dict, last_wins: bool = False) -> bool:
+    """Update the best epoch (by val_acc, or train_acc without a validation split); True if this is it.
+
+    ``last_wins`` (loss 'triplet'): the head is not trained, so accuracy is near chance and says
+    nothing about the embedding; the LAST epoch is the best one (model.safetensors = the last weights).
+    """
     score = row["val_acc"] if row["val_acc"] is not None else row["train_acc"]
-    if score > book.best_val:
+    if last_wins or score > book.best_val:
         book.best_val, book.best_epoch = score, row["epoch"]
         return True
     return False
