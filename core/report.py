@@ -4,7 +4,9 @@ student can hand in: the comparison the Compare page shows, for any set of run f
 Sections: summary table (accuracy, macro F1, training time and speed), cost table (parameters,
 MACs, FLOPs from ``core.analysis.complexity`` at the run's input shape), learning curves, the
 channel-robustness heatmap (one row per run: the accuracy on each tested channel combination) and
-confusion matrices (row-normalised, counts on hover).
+confusion matrices (row-normalised, counts on hover). When runs of a lesson of the seeds suite
+(``core.lessons``) are among them, a "Lessons" section gives each such lesson's question, the
+report's finding, the verdict and its arms (``core.analysis.lesson_view``: the Compare page's text).
 
 The rows come from ``core.analysis.compare`` and the figures from ``core.analysis.figures``: the
 same functions the Compare page calls, so the report and the page cannot disagree.
@@ -183,6 +185,42 @@ def _confusion_section(runs: list[dict], figure: Callable) -> str:
     return out
 
 
+def _lessons_section(runs: list[dict], suite: str | Path | None) -> str:
+    """The course lessons (core.lessons) whose arms use one of the runs, each evaluated over the
+    folder holding the run folders (the runs root): the Compare page's lesson blocks, as HTML.
+    Empty when no run belongs to a lesson, or when the suite file cannot be loaded."""
+    from core.analysis.lesson_view import ROW_HEADERS, lesson_results_for_runs, lesson_rows, lesson_title, \
+        verdict_sentence
+
+    if suite is None:
+        return ""
+    by_root: dict[Path, list[str]] = {}
+    for r in runs:
+        by_root.setdefault(Path(r["path"]).resolve().parent, []).append(r["run_id"])
+    results, seen = [], set()
+    try:
+        for root, run_ids in by_root.items():
+            for res in lesson_results_for_runs(suite, run_ids, root):
+                if res["id"] not in seen:
+                    seen.add(res["id"])
+                    results.append(res)
+    except (InvalidInputError, OSError):
+        return ""
+    if not results:
+        return ""
+    out = ("<h2>Lessons</h2><p class='note'>Findings of the course reports that these runs test "
+           "(<code>python -m core.lessons</code>): the difference of the two arms the report compares, "
+           "with its 95 % interval over seeds.</p>")
+    for res in results:
+        out += (f"<h3>{_e(lesson_title(res))}</h3><p><b>Question:</b> {_e(res['question'])}</p>"
+                f"<p><b>The report found:</b> {_e(res['finding'])}</p>"
+                f"<p class='verdict {_e(res['verdict'].replace(' ', '-'))}'><b>{_e(verdict_sentence(res, str(suite)))}</b></p>")
+        if res.get("note"):
+            out += f"<p class='note'>{_e(res['note'])}</p>"
+        out += _table(list(ROW_HEADERS), [[_e(row[h]) for h in ROW_HEADERS] for row in lesson_rows(res)])
+    return out
+
+
 def _runs_section(runs: list[dict]) -> str:
     return "<h2>Runs</h2>" + _table(["run", "folder", "config"], [[
         f"<b>{_e(r['run_id'])}</b>", _e(r["path"]),
@@ -196,6 +234,9 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px 
 h1{font-size:1.6em} h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:4px}
 table{border-collapse:collapse;font-size:.88em;margin:8px 0} th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}
 th{background:#f4f4f4} td:first-child,td:nth-child(2),td:nth-child(3),th:first-child,th:nth-child(2),th:nth-child(3){text-align:left}
+.verdict{padding:6px 10px;border-left:4px solid #999} .verdict.reproduced{border-color:#2a9d2a;background:#eef8ee}
+.verdict.contradicted{border-color:#c33;background:#fbeeee} .verdict.inconclusive{border-color:#d90;background:#fdf6e6}
+.verdict.not-run{border-color:#37c;background:#eef3fb}
 .grid{display:flex;flex-wrap:wrap;gap:12px} .note{color:#666;font-size:.9em} code{background:#f4f4f4;padding:1px 4px}
 """
 
@@ -216,11 +257,13 @@ def _figure_writer() -> Callable:
 
 
 def build_report_html(run_dirs: Sequence[str | Path], *, title: str | None = None, with_cost: bool = True,
-                      reference: str | None = None) -> str:
+                      reference: str | None = None, lessons_suite: str | Path | None = "seeds") -> str:
     """The whole report as one HTML string (plotly.js inlined once; no network needed to view it).
 
     run_dirs: run folders, or folders of run folders. ``reference``: a run id among them; the cost
     table then shows every run's accuracy, parameters and MACs as a percent of that run's.
+    ``lessons_suite``: the suite (name or file) whose lessons get a "Lessons" section when one of
+    their arms uses one of the runs (None: no such section).
     Raises ReportError for a path that is neither, or a reference that is not among the runs.
     """
     import plotly
@@ -237,6 +280,7 @@ def build_report_html(run_dirs: Sequence[str | Path], *, title: str | None = Non
         f"<code>python -m core.report</code> from {len(runs)} run folder(s). Test accuracy and confusion "
         f"matrices come from each run's eval.json (its test split), curves from metrics.jsonl.</p>",
         _summary_section(runs),
+        _lessons_section(runs, lessons_suite),
         _cost_section(runs, reference) if with_cost else "",
         _curves_section(runs, figure),
         _robustness_section(runs, figure),
@@ -258,8 +302,13 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--no-cost", action="store_true", help="skip the cost table (no model is built)")
     p.add_argument("--reference", metavar="RUN_ID", help="show accuracy and cost as a percent of this run's "
                    "(e.g. small-resnet34)")
+    p.add_argument("--lessons-suite", default="seeds", metavar="SUITE",
+                   help="suite (name or file) whose lessons get a Lessons section when they use these runs "
+                        "(default: seeds; 'none': no section)")
     args = p.parse_args(argv)
-    text = build_report_html(args.run_dirs, title=args.title, with_cost=not args.no_cost, reference=args.reference)
+    suite = None if args.lessons_suite.lower() == "none" else args.lessons_suite
+    text = build_report_html(args.run_dirs, title=args.title, with_cost=not args.no_cost, reference=args.reference,
+                             lessons_suite=suite)
     from core.io import atomic_write_text
 
     out = Path(args.out)

@@ -1,16 +1,23 @@
 """Compare: curves, cost table vs a reference, confusion matrices and their difference, per-class
-metrics, channel-robustness heatmaps, accuracy-versus-cost with the Pareto front, seed groups."""
+metrics, channel-robustness heatmaps, accuracy-versus-cost with the Pareto front, seed groups, and
+the course lessons (core.lessons) the chosen runs test, with their verdicts."""
+
+import os
+import re
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from core.analysis import compare, figures
+from core.analysis.lesson_view import lesson_result, lesson_rows, lesson_title, verdict_sentence
 from core.errors import ArchScopeError
+from core.lesson_spec import lessons_for_runs
 from core.report import build_report_html
-from core.suite import SuiteError, suite_groups
-from dashboard.components.runs import (available_runs, eval_of, metrics_of, mtime_of, pick_runs, summaries,
-                                       weights_status)
+from core.suite import SuiteError, load_suite, suite_groups
+from core.training.run_folder import RunFolder
+from dashboard.components.runs import (available_runs, eval_of, metrics_of, mtime_of, pick_runs, run_signature,
+                                       runs_root, summaries, weights_status)
 from dashboard.components.tables import show_table
 
 st.title("Compare runs")
@@ -67,13 +74,63 @@ def _misclassified_gallery(with_eval: list[str], evals: dict, runs: dict) -> Non
 
 
 
+# The course suite whose groups and lessons this page offers: $ARCHSCOPE_SUITE, a suite name
+# (core/suites/NAME.json) or a path to a suite file; default "seeds" (tests point it at their own file).
+SUITE = os.environ.get("ARCHSCOPE_SUITE") or "seeds"
+VERDICT_BOX = {"reproduced": st.success, "contradicted": st.error, "inconclusive": st.warning, "not run": st.info}
+
+
 # One click loads a course experiment: the seeds suite's groups whose runs are in the runs folder.
 @st.cache_data(show_spinner=False)
-def _groups() -> dict[str, list[str]]:
+def _groups(suite: str = SUITE) -> dict[str, list[str]]:
     try:
-        return suite_groups("seeds")
+        return suite_groups(suite)
     except (SuiteError, OSError):
         return {}
+
+
+@st.cache_data(show_spinner=False)
+def _suite_lessons(suite: str) -> list:
+    """The suite's lessons (core.lessons), read once; none when the file cannot be loaded."""
+    try:
+        return load_suite(suite, strict=False).lessons
+    except (ArchScopeError, OSError):
+        return []
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _lesson_result(suite: str, lesson_id: str, root: str, signature: tuple) -> dict:
+    """A lesson evaluated over the runs root; ``signature`` (its runs' ids and file mtimes) is the
+    cache key: it is evaluated again only when one of its runs changes."""
+    lesson = next(les for les in _suite_lessons(suite) if les.id == lesson_id)
+    return lesson_result(lesson, root)
+
+
+def _md(text: str) -> str:
+    """Text shown as is in markdown (a finding's ``Dk*Dk*M`` is no emphasis, ``$`` no formula)."""
+    return re.sub(r"([\\`*_\[\]<>$~|#])", r"\\\1", text)
+
+
+def _show_lessons(run_ids: list[str]) -> None:
+    """One block per course lesson whose arms use one of the chosen runs: question, finding, verdict, arms."""
+    suite_ids = {rid for ids in _groups().values() for rid in ids}
+    if not suite_ids & set(run_ids):
+        return          # no run of the suite chosen: no lesson to show (and the suite is not loaded)
+    root = runs_root()
+    for lesson in lessons_for_runs(_suite_lessons(SUITE), run_ids):
+        signature = tuple(run_signature(RunFolder(root / rid)) for rid in lesson.run_ids())
+        try:
+            res = _lesson_result(SUITE, lesson.id, str(root), signature)
+        except (ArchScopeError, OSError) as exc:
+            st.error(f"Cannot evaluate lesson `{lesson.id}`: {exc}")
+            continue
+        st.subheader(lesson_title(res))
+        st.markdown(f"**Question:** {_md(res['question'])}")
+        st.markdown(f"**The report found:** {_md(res['finding'])}")
+        VERDICT_BOX[res["verdict"]](verdict_sentence(res, SUITE))
+        if res.get("note"):
+            st.caption(_md(res["note"]))
+        show_table(pd.DataFrame(lesson_rows(res)), key=f"cmp_lesson_{lesson.id}", hide_index=True)
 
 
 present = {r.run_id for r in available_runs()}
@@ -105,6 +162,9 @@ runs = {r.run_id: r for r in chosen}
 styles = figures.run_styles([r.run_id for r in chosen])
 models = {r["run_id"]: r.get("model") for r in rows}
 group_seeds = st.toggle("Group runs that differ only in seed (mean ± std)", value=True, key="cmp_group")
+
+# ---- course lessons these runs test ---------------------------------------------------------------
+_show_lessons([r.run_id for r in chosen])
 
 # ---- what differs -----------------------------------------------------------------------------------
 st.subheader("What differs between these runs")
@@ -246,7 +306,8 @@ report_key = (tuple(str(r.path) for r in chosen), tuple(mtime_of(r.eval_path) fo
 if st.button("Build report", key="cmp_build_report"):
     try:
         with st.spinner("Building the report (counts each model's cost once)..."):
-            st.session_state["cmp_report"] = (report_key, build_report_html(list(report_key[0]), reference=reference))
+            st.session_state["cmp_report"] = (report_key, build_report_html(list(report_key[0]), reference=reference,
+                                                                               lessons_suite=SUITE))
     except ArchScopeError as exc:
         st.error(f"Could not build the report: {exc}")
 built = st.session_state.get("cmp_report")
