@@ -362,10 +362,10 @@ def curves_mean_std(metric_lists: Sequence[list[dict]], column: str) -> pd.DataF
 def channel_robustness_matrix(evals: Sequence[dict], models: Sequence[str | None] | None = None) -> pd.DataFrame:
     """Assemble eval.json ``channel_robustness`` rows into a trained x tested accuracy matrix.
 
-    Each eval contributes one row, labelled "model · trained combination" when ``models`` (parallel
-    to ``evals``) is given, else by its trained combination (or "random"). Only repeats of the same
-    model on the same combination (seeds) are averaged: two different models trained "random" are
-    two rows. Columns follow ``COMBO_ORDER`` then any other tested combination (e.g. "L"); untested
+    Each eval contributes one row, labelled "model · trained combination (strategy)" when ``models``
+    (parallel to ``evals``) is given, else by its trained combination (or "random") and strategy.
+    Only repeats of the same model on the same combination with the same fill (seeds) are averaged:
+    two different models trained "random", or zero-fill and sigmoid-fill on R, are two rows. Columns follow ``COMBO_ORDER`` then any other tested combination (e.g. "L"); untested
     cells are NaN. Index name "trained", columns name "tested".
     """
     if models is not None and len(models) != len(evals):
@@ -380,7 +380,8 @@ def channel_robustness_matrix(evals: Sequence[dict], models: Sequence[str | None
         if trained is None or not isinstance(tested, dict):
             continue
         model = models[i] if models is not None else None
-        label = f"{model} · {trained}" if model else str(trained)
+        strategy = cr.get("strategy")
+        label = (f"{model} · {trained}" if model else str(trained)) + (f" ({strategy})" if strategy else "")
         order = combo_order()
         rank = order.index(trained) if trained in order else len(order)
         order_key.setdefault(label, (rank, str(trained), str(model or "")))
@@ -430,6 +431,26 @@ def robustness_by_run(runs: Sequence[tuple[str, dict | None]],
     # A heatmap merges rows with the same label: two seeds of one model stay two rows.
     unique = [f"{label} [{rid}]" if texts.count(label) > 1 else label for label, rid in labels]
     return unique, order, z
+
+
+def seed_mean_evals(evals: dict[str, dict | None], groups: dict[str, list[str]]) -> dict[str, dict]:
+    """{group name: an eval-like dict} whose channel-robustness accuracies are the mean over the
+    group's runs (``group_runs``: runs differing only in seed), for a heatmap with one row per
+    condition instead of one per seed. Groups whose runs have no channel-robustness row are left out."""
+    out: dict[str, dict] = {}
+    for name, members in groups.items():
+        rows = [((evals.get(m) or {}).get("channel_robustness") or {}) for m in members]
+        rows = [r for r in rows if isinstance(r.get("tested"), dict) and r["tested"]]
+        if not rows:
+            continue
+        combos = _in_combo_order(sorted({c for r in rows for c in r["tested"]}))
+        tested = {}
+        for c in combos:
+            vals = [float(r["tested"][c]) for r in rows if isinstance(r["tested"].get(c), (int, float))]
+            tested[c] = float(np.mean(vals)) if vals else None
+        out[name] = {"channel_robustness": {**rows[0], "tested": tested, "runs": len(rows)},
+                     "classes": (evals.get(members[0]) or {}).get("classes")}
+    return out
 
 
 def robustness_notes(runs: Sequence[tuple[str, dict | None]]) -> list[str]:

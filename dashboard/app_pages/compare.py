@@ -280,15 +280,19 @@ else:
 
 # ---- channel robustness ------------------------------------------------------------------------------
 st.subheader("Channel robustness (trained combination × tested combination)")
-labels, tested, z = compare.robustness_by_run(list(evals.items()), models)
+# With seed grouping, one row per condition (its seeds averaged), named like the curves' groups.
+rob_evals = compare.seed_mean_evals(evals, groups) if group_seeds else evals
+rob_models = {name: models.get(members[0]) for name, members in groups.items()} if group_seeds else models
+labels, tested, z = compare.robustness_by_run(list(rob_evals.items()), rob_models)
 if not labels:
     st.info("No chosen run has a channel-robustness row in eval.json (greyscale datasets have none).")
 else:
     chances = {compare.chance_level(ev) for ev in evals.values() if (ev or {}).get("channel_robustness")}
     chance = chances.pop() if len(chances) == 1 else None
     st.plotly_chart(figures.robustness_heatmap(labels, tested, z, chance=chance), key="cmp_cr")
-    st.caption("Rows: each run's model and the combination it was trained on; columns: the combination it was "
-               "tested on. " + (f"Grey: at or below chance ({chance:.3f} = 1 / number of classes); cells up to "
+    st.caption("Rows: each run's model and the combination it was trained on"
+               + (" (runs differing only in seed averaged into one row)" if group_seeds else "")
+               + "; columns: the combination it was tested on. " + (f"Grey: at or below chance ({chance:.3f} = 1 / number of classes); cells up to "
                                 f"{compare.AT_CHANCE_MARGIN:.2f} above it read '≈ chance'." if chance else
                                 "The runs are on datasets with different numbers of classes: no single chance level."))
     for note in compare.robustness_notes(list(evals.items())):

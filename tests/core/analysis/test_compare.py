@@ -146,11 +146,15 @@ def test_channel_robustness_matrix_assembles_rows_and_averages():
     e2 = {"channel_robustness": {"trained": "RG", "strategy": "zero-fill", "tested": {"RGB": 0.7, "RG": 0.8}}}
     e3 = {"channel_robustness": {"trained": "random", "tested": {"RGB": 0.6, "R": 0.4}}}
     m = channel_robustness_matrix([e1, e2, e3, {}])
-    assert list(m.index) == ["RG", "random"]
+    assert list(m.index) == ["RG (zero-fill)", "random"]
     assert list(m.columns) == ["RGB", "RG", "R", "B"]
-    assert m.loc["RG", "RGB"] == pytest.approx(0.6)
-    assert m.loc["RG", "RG"] == pytest.approx(0.85)
-    assert math.isnan(m.loc["RG", "B"]) and math.isnan(m.loc["random", "RG"])
+    assert m.loc["RG (zero-fill)", "RGB"] == pytest.approx(0.6)
+    assert m.loc["RG (zero-fill)", "RG"] == pytest.approx(0.85)
+    assert math.isnan(m.loc["RG (zero-fill)", "B"]) and math.isnan(m.loc["random", "RG"])
+    # the same model on the same combination with another fill is another row, never averaged in
+    e4 = {"channel_robustness": {"trained": "RG", "strategy": "sigmoid-fill", "tested": {"RGB": 0.1, "RG": 0.2}}}
+    m = channel_robustness_matrix([e1, e4], ["cnn3", "cnn3"])
+    assert sorted(m.index) == ["cnn3 · RG (sigmoid-fill)", "cnn3 · RG (zero-fill)"]
 
 
 def test_per_class_table():
@@ -170,15 +174,26 @@ def test_robustness_rows_never_average_two_models():
     evs = [_cr("random", {"RGB": 0.6, "R": 0.4}, "drop"), _cr("random", {"RGB": 0.8, "R": 0.2}, "drop"),
            _cr("RG", {"RGB": 0.5, "R": 0.3}), _cr("RG", {"RGB": 0.7, "R": 0.5})]
     m = compare.channel_robustness_matrix(evs, ["pca_cnn", "dyconv", "cnn3", "cnn3"])
-    assert list(m.index) == ["cnn3 · RG", "dyconv · random", "pca_cnn · random"]
-    assert m.loc["pca_cnn · random", "RGB"] == pytest.approx(0.6) and m.loc["dyconv · random", "RGB"] == pytest.approx(0.8)
-    assert m.loc["cnn3 · RG", "RGB"] == pytest.approx(0.6)                 # two seeds of one model: averaged
+    assert list(m.index) == ["cnn3 · RG (zero-fill)", "dyconv · random (drop)", "pca_cnn · random (drop)"]
+    assert m.loc["pca_cnn · random (drop)", "RGB"] == pytest.approx(0.6)
+    assert m.loc["dyconv · random (drop)", "RGB"] == pytest.approx(0.8)
+    assert m.loc["cnn3 · RG (zero-fill)", "RGB"] == pytest.approx(0.6)     # two seeds of one model: averaged
     labels, combos, z = compare.robustness_by_run([("p", evs[0]), ("d", evs[1]), ("s1", evs[2]), ("s2", evs[3])],
                                                   {"p": "pca_cnn", "d": "dyconv", "s1": "cnn3", "s2": "cnn3"})
     assert labels == ["pca_cnn · random (drop)", "dyconv · random (drop)",
                       "cnn3 · RG (zero-fill) [s1]", "cnn3 · RG (zero-fill) [s2]"]
     assert len(set(labels)) == 4 and combos == ["RGB", "R"]
     assert compare.chance_level(evs[0]) == 0.25 and compare.chance_level(None) is None
+
+
+def test_seed_mean_evals_give_one_row_per_condition():
+    evs = {"s0": _cr("RG", {"RGB": 0.5, "R": 0.3}), "s1": _cr("RG", {"RGB": 0.7, "R": 0.5}),
+           "sig": _cr("RG", {"RGB": 0.1, "R": 0.1}, "sigmoid-fill"), "none": None}
+    merged = compare.seed_mean_evals(evs, {"zf (+1 seeds)": ["s0", "s1"], "sig": ["sig"], "none": ["none"]})
+    assert list(merged) == ["zf (+1 seeds)", "sig"]
+    assert merged["zf (+1 seeds)"]["channel_robustness"]["tested"] == {"RGB": pytest.approx(0.6), "R": pytest.approx(0.4)}
+    labels, combos, z = compare.robustness_by_run(list(merged.items()), {"zf (+1 seeds)": "cnn3", "sig": "cnn3"})
+    assert labels == ["cnn3 · RG (zero-fill)", "cnn3 · RG (sigmoid-fill)"] and z[0] == [pytest.approx(0.6), pytest.approx(0.4)]
 
 
 def test_robustness_notes_explain_what_drop_cannot_test():

@@ -68,7 +68,7 @@ def test_robustness_heatmap_labels_rows_and_shows_untested_as_na():
     assert _axis_title(fig) == "tested on" and _axis_title(fig, "yaxis") == "trained on"
     m = compare.channel_robustness_matrix([ev])                         # the averaged matrix draws the same way
     fig = figures.robustness_heatmap(list(m.index), list(m.columns), m.values, row_title="trained")
-    assert list(fig.data[0].y) == ["RG"] and list(fig.data[0].text[0]) == ["0.50", "0.90", "n/a"]
+    assert list(fig.data[0].y) == ["RG (zero-fill)"] and list(fig.data[0].text[0]) == ["0.50", "0.90", "n/a"]
 
 
 def test_robustness_heatmap_marks_chance_on_the_scale_and_in_cells():
