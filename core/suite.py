@@ -52,7 +52,7 @@ from core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, InvalidInputErro
 from core.io import parse_json
 from core.training.config import ConfigError, TrainConfig
 from core.training.launch import child_env, resume_nproc, train_command
-from core.training.run_folder import InvalidRunIdError, validate_run_id
+from core.training.run_folder import InvalidRunIdError, set_aside, validate_run_id
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 SUITE_KEYS = {"name", "description", "defaults", "speeds", "runs", "calibration", "lessons"}
@@ -468,18 +468,6 @@ def _evaluate(run_dir: Path, device: str, in_process: bool) -> tuple[bool, str]:
     return proc.returncode == 0, (proc.stderr.strip().splitlines() or [""])[-1]
 
 
-def _set_aside(run_dir: Path) -> Path | None:
-    """A folder about to be trained again from scratch (results only, or done without weights) moves
-    to a hidden sibling ``.<id>.previous`` so nothing is lost if the new training fails; None when
-    there is nothing to keep."""
-    if not (run_dir / "config.json").exists() and not (run_dir / "eval.json").exists():
-        return None
-    aside = run_dir.parent / f".{run_dir.name}.previous"
-    shutil.rmtree(aside, ignore_errors=True)
-    run_dir.rename(aside)
-    return aside
-
-
 def _resolve_dependency(run: SuiteRun, runs_root: Path) -> tuple[SuiteRun, str]:
     """``run`` with ``init_from`` set to its dependency's folder, and why it cannot start ('' when it can)."""
     from dataclasses import replace
@@ -517,7 +505,7 @@ def execute_run(run: SuiteRun, runs_root: Path, *, in_process: bool = False, qui
         row["message"] = f"folder's config differs: {drift}" + (
             "; kept (use another --runs-root or delete the folder to retrain)" if action == "skip" else "")
     start = time.time()
-    kept_aside = _set_aside(run_dir) if action == "train" else None
+    kept_aside = set_aside(run_dir) if action == "train" else None
     if action in ("train", "resume"):
         trainer = _train_in_process if in_process else _train_subprocess
         code = trainer(run, run_dir, action, quiet, threads)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -340,3 +341,16 @@ def list_runs(root: str | os.PathLike) -> list[RunFolder]:
         if p.is_dir() and ((p / "config.json").exists() or (p / "status.json").exists()):
             runs.append(RunFolder(p))
     return runs
+
+
+def set_aside(run_dir: str | os.PathLike) -> Path | None:
+    """Move a finished folder that is about to be trained again from scratch (results only, or done
+    without weights) to the hidden sibling ``.<id>.previous`` (``list_runs`` skips it), so nothing is
+    lost if the new training fails; returns that path, or None when the folder holds no run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists() and not (run_dir / "eval.json").exists():
+        return None
+    aside = run_dir.parent / f".{run_dir.name}.previous"
+    shutil.rmtree(aside, ignore_errors=True)
+    run_dir.rename(aside)
+    return aside

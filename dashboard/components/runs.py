@@ -261,4 +261,45 @@ def pick_runs(key: str, need: str | None = None, default_n: int = 2, label: str 
     for rid in chosen:
         if problems[rid]:
             st.warning(f"`{rid}` cannot be used here: {problems[rid][1]}.")
+            if is_results_only(by_id[rid]):
+                _retrain_button(by_id[rid], key)
     return [by_id[rid] for rid in chosen if not problems[rid]]
+
+
+def is_results_only(run: RunFolder) -> bool:
+    """A run shipped without its weights (core.ship --without-weights): its results are all there."""
+    return not run.best_weights_path.exists() and run.read_status().get("weights_shipped") is False
+
+
+def retrain_for_weights(run: RunFolder) -> tuple[str, Path | None]:
+    """Queue the run's own config again into its folder, on this server's training queue, to get its
+    weights. The results-only folder moves aside to ``.<id>.previous`` first (put back if the queue
+    refuses). Returns ('started' | 'queued', where the old results are). Raises ArchScopeError
+    (e.g. a config whose init_from folder is not here) before anything moves."""
+    from core.training.run_folder import set_aside
+    from core.training.run_info import read_run_info
+    from dashboard.components.jobs import job_registry
+
+    config, _ = read_run_info(run.path)
+    config = config.validate()
+    aside = set_aside(run.path)
+    try:
+        return job_registry().submit(config, run.path), aside
+    except ArchScopeError:
+        if aside is not None and not run.path.exists():
+            aside.rename(run.path)
+        raise
+
+
+def _retrain_button(run: RunFolder, key: str) -> None:
+    if not st.button(f"Train `{run.run_id}` again for its weights", key=f"{key}_retrain_{run.run_id}",
+                     help="Queues the run's own config on this server's training queue (one job; follow it on "
+                          "the Train page). Its shipped results are kept in a hidden folder next to it."):
+        return
+    try:
+        outcome, aside = retrain_for_weights(run)
+    except ArchScopeError as exc:
+        st.error(f"`{run.run_id}` cannot be trained here: {exc}")
+        return
+    st.success(f"`{run.run_id}` {outcome}: follow it on the Train page; it is usable here once its first epoch "
+               f"has saved weights. Its previous results are kept in `{aside}`.")
