@@ -22,6 +22,12 @@ NEUTRAL_KEYS = {"seed", "device", "num_threads", "log_every", "tensorboard", "co
 _EXPECTED = re.compile(r"^\s*(\S+)\s*([<>=])\s*(\S+)\s*$")
 
 
+def parse_expected(text: str) -> tuple[str, str, str] | None:
+    """``"A > B"`` -> ("A", ">", "B"); None when the text is not ``ARM (<|>|=) ARM``."""
+    m = _EXPECTED.match(str(text))
+    return (m.group(1), m.group(2), m.group(3)) if m else None
+
+
 class LessonError(InvalidInputError):
     """Lessons that cannot be used; ``problems`` lists each one, naming the lesson and the key."""
 
@@ -122,8 +128,7 @@ def _parse_lesson(item: Any, i: int, by_base: dict[str, list[Any]], problems: li
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         problems.append(f"{where}: arm names must be distinct, got {names}")
-    m = _EXPECTED.match(str(item.get("expected", "")))
-    relation = (m.group(1), m.group(2), m.group(3)) if m else None
+    relation = parse_expected(item.get("expected", ""))
     if relation is None:
         problems.append(f"{where}: key 'expected' must read 'ARM > ARM', 'ARM < ARM' or 'ARM = ARM', "
                         f"got {item.get('expected')!r}")

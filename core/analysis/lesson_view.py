@@ -13,16 +13,14 @@ so that a lesson that is not run can say which command trains the missing arm.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
-from core.lesson_spec import EXACT_METRICS, Lesson, lessons_for_runs
+from core.lesson_spec import EXACT_METRICS, Lesson, lessons_for_runs, parse_expected
 
 VERDICT_WORDS = {"reproduced": "Reproduced", "contradicted": "Contradicted", "inconclusive": "Inconclusive",
                  "not run": "Not run"}
 ROW_HEADERS = ("Arm", "Runs", "Mean", "95 % CI", "n", "Budget", "Plateau")
-_EXPECTED = re.compile(r"^\s*(\S+)\s*([<>=])\s*(\S+)\s*$")
 
 
 # ==== evaluating =============================================================================
@@ -107,11 +105,11 @@ def lesson_rows(result: dict) -> list[dict]:
 
 # ==== the verdict sentence ===================================================================
 def _relation(result: dict) -> tuple[str, str, str]:
-    m = _EXPECTED.match(result["expected"])
-    if m is None:        # (core.lesson_spec refuses such a lesson; a hand-made dict may have one)
+    relation = parse_expected(result["expected"])
+    if relation is None:        # (core.lesson_spec refuses such a lesson; a hand-made dict may have one)
         names = [a["name"] for a in result["arms"]]
         return names[0], ">", names[-1]
-    return m.group(1), m.group(2), m.group(3)
+    return relation
 
 
 def _not_run_sentence(result: dict, names: tuple[str, str], suite: str) -> str:
