@@ -19,7 +19,6 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from core.analysis import compare
@@ -181,9 +180,12 @@ def live_curves_figure(metrics: list[dict], steps: list[dict]) -> go.Figure:
 
 
 # ---- confusion matrices -----------------------------------------------------------------------
+CONFUSION_CLICK_TRACE = "click a confusion"
+
+
 def confusion_figure(cm: Sequence[Sequence[float]] | np.ndarray, classes: Sequence[str] | None, *,
                      run_id: str, test_acc: float | None = None, normalise: bool = True,
-                     zmax: float | None = None, show_scale: bool = True) -> go.Figure:
+                     zmax: float | None = None, show_scale: bool = True, clickable: bool = False) -> go.Figure:
     """One run's confusion matrix [K, K] (rows true, columns predicted), class names on both axes.
 
     normalise: colour and numbers are each row's fraction (recall on the diagonal), else counts.
@@ -191,6 +193,7 @@ def confusion_figure(cm: Sequence[Sequence[float]] | np.ndarray, classes: Sequen
     its number; hover always shows the count and the fraction. The height depends only on the
     number of classes, so panels of runs on one dataset are the same size. The title names the run
     and its test accuracy. zmax: the colour scale's top (pass the largest count to share one scale).
+    clickable: each confusion also gets a clickable marker (see ``clicked_confusion``).
     """
     counts = np.asarray(cm, dtype=float)
     fractions = compare.normalize_confusion(counts, "true")
@@ -209,10 +212,32 @@ def confusion_figure(cm: Sequence[Sequence[float]] | np.ndarray, classes: Sequen
         colorbar={"title": "fraction" if normalise else "images", "thickness": 12},
         hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata[0]:.0f} images "
                       "(%{customdata[1]:.1%} of the row)<extra></extra>"))
+    if clickable:
+        # Plotly heatmaps send no selection events to Streamlit (streamlit/streamlit#8760): an almost
+        # transparent square marker over each confusion (off the diagonal, non-zero) takes the click.
+        cells = compare.confusions(counts)
+        fig.add_trace(go.Scatter(
+            x=[names[p] for _, p, _ in cells], y=[names[t] for t, _, _ in cells], mode="markers",
+            marker={"symbol": "square", "size": 18, "opacity": 0.01, "color": "#000000"}, showlegend=False,
+            name=CONFUSION_CLICK_TRACE, customdata=[[n, fractions[t][p]] for t, p, n in cells],
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata[0]:.0f} images "
+                          "(%{customdata[1]:.1%} of the row)<br>click: show these images<extra></extra>"))
     # Categorical axes skip labels when crowded: list every class explicitly.
     fig.update_yaxes(autorange="reversed", title_text="true", tickmode="array", tickvals=names, ticktext=names)
     fig.update_xaxes(title_text="predicted", tickangle=-45, tickmode="array", tickvals=names, ticktext=names)
     return _finish(fig, height=max(420, 26 * len(names) + 260), title=title)
+
+
+def clicked_confusion(points: Sequence[dict], classes: Sequence[str]) -> tuple[int, int] | None:
+    """(true, predicted) class indices of the confusion a user clicked in ``confusion_figure(...,
+    clickable=True)`` (Streamlit's selection points carry the marker's x = predicted, y = true
+    names), or None when nothing, or something else, was clicked."""
+    names = [str(c) for c in classes]
+    for pt in points or []:
+        x, y = pt.get("x"), pt.get("y")
+        if x in names and y in names and x != y:
+            return names.index(y), names.index(x)
+    return None
 
 
 def confusion_difference_figure(diff: np.ndarray, classes: Sequence[str], *, run_a: str, run_b: str) -> go.Figure:

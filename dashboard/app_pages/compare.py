@@ -27,11 +27,27 @@ GALLERY_SIZE = 12
 DEFAULT_MATRICES = 4
 
 
+def _open_clicked_confusion(rid: str, ev: dict, event) -> None:
+    """A click on a confusion-matrix cell sets the gallery below to that run and cell (once per new
+    click: choosing another cell in the gallery afterwards is not overridden by the old click)."""
+    points = (getattr(event, "selection", None) or {}).get("points") or []
+    classes = ev.get("classes") or [str(k) for k in range(len(ev["confusion_matrix"]))]
+    cell = figures.clicked_confusion(points, classes)
+    if cell is None or st.session_state.get(f"cmp_cm_applied_{rid}") == cell:
+        return
+    st.session_state[f"cmp_cm_applied_{rid}"] = cell
+    match = [c for c in compare.confusions(ev["confusion_matrix"]) if c[:2] == cell]
+    if match:
+        st.session_state["cmp_gallery_run"] = rid
+        st.session_state[f"cmp_gallery_cell_{rid}"] = match[0]
+
+
 @st.fragment
 def _misclassified_gallery(with_eval: list[str], evals: dict, runs: dict) -> None:
     """Choose a run and a (true, predicted) cell of its confusion matrix; see those test images.
     A fragment: choosing another cell reruns only this part of the page."""
-    st.markdown("**Misclassified test images**: choose a run and a confusion (a non-zero cell off the diagonal)")
+    st.markdown("**Misclassified test images**: click a confusion in a matrix above, or choose a run and a "
+                "confusion (a non-zero cell off the diagonal) here")
     g1, g2 = st.columns([1, 2])
     rid = g1.selectbox("Run", with_eval, key="cmp_gallery_run")
     ev = evals[rid]
@@ -247,10 +263,13 @@ else:
         cols = st.columns(per_row)
         for col, rid in zip(cols, drawn[start:start + per_row]):
             ev = evals[rid]
-            col.plotly_chart(
+            event = col.plotly_chart(
                 figures.confusion_figure(ev["confusion_matrix"], ev.get("classes"), run_id=rid,
-                                         test_acc=ev.get("test_acc"), normalise=normalised, zmax=zmax),
-                key=f"cmp_cm_{rid}")
+                                         test_acc=ev.get("test_acc"), normalise=normalised, zmax=zmax,
+                                         clickable=True),
+                key=f"cmp_cm_{rid}", on_select="rerun", selection_mode="points")
+            _open_clicked_confusion(rid, ev, event)
+    st.caption("Click a confusion (a cell off the diagonal) to see its test images below.")
     _misclassified_gallery(with_eval, evals, runs)
 
     if len(with_eval) >= 2:

@@ -240,3 +240,16 @@ def test_titles_sit_below_the_mode_bar():
     fig = figures.confusion_figure(CM, CLASSES, run_id="r1")
     assert fig.layout.title.yref == "paper" and fig.layout.title.yanchor == "bottom"
     assert fig.layout.margin.t >= 60
+
+
+def test_confusion_cells_are_clickable_markers_and_a_click_names_the_cell():
+    cm = [[5, 2, 0], [0, 4, 1], [3, 0, 6]]
+    fig = figures.confusion_figure(cm, ["cat", "dog", "owl"], run_id="r", clickable=True)
+    [click] = [t for t in fig.data if t.name == figures.CONFUSION_CLICK_TRACE]
+    # one marker per confusion (off the diagonal, non-zero), most images first; the diagonal is not one
+    assert list(zip(click.y, click.x)) == [("owl", "cat"), ("cat", "dog"), ("dog", "owl")]
+    assert [row[0] for row in click.customdata] == [3, 2, 1]
+    assert figures.clicked_confusion([{"x": "dog", "y": "cat", "curve_number": 1}], ["cat", "dog", "owl"]) == (0, 1)
+    assert figures.clicked_confusion([{"x": "dog", "y": "dog"}], ["cat", "dog", "owl"]) is None
+    assert figures.clicked_confusion([], ["cat"]) is None
+    assert len(figures.confusion_figure(cm, None, run_id="r").data) == 1        # not clickable: the heatmap only
