@@ -63,10 +63,18 @@ def number_text(v: float | None, metric: str, signed: bool = False) -> str:
     return f"{sign}{v:.3f}"
 
 
+def metric_words(metric: str) -> str:
+    """What a lesson metric means, in words: ``acc_on:R,G,B`` -> "test accuracy on R, G, B (mean)"."""
+    if metric.startswith("acc_on:"):
+        combos = [c for c in metric[len("acc_on:"):].split(",") if c]
+        return f"test accuracy on {', '.join(combos)}" + (" (mean)" if len(combos) > 1 else "")
+    return {"test_acc": "test accuracy", "params": "parameters", "macs": "MACs"}.get(metric, metric)
+
+
 def _arm_label(arm: dict, metric: str) -> str:
     extra = []
     if arm["metric"] != metric:
-        extra.append(arm["metric"])
+        extra.append(metric_words(arm["metric"]))
     if arm.get("scale", 1.0) != 1.0:
         extra.append(f"x {arm['scale']:g}")
     return f"{arm['name']} ({' '.join(extra)})" if extra else arm["name"]

@@ -22,10 +22,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
-ZERO_FILL = ["chan-cnn3-rgb", "chan-cnn3-zf-rg", "chan-cnn3-zf-rb", "chan-cnn3-zf-gb", "chan-cnn3-zf-r",
-             "chan-cnn3-zf-g", "chan-cnn3-zf-b"]
-
-needs_shipped = pytest.mark.skipif(not (SHIPPED / "small-resnet34").is_dir(), reason="shipped runs are missing")
+needs_shipped = pytest.mark.skipif(not (SHIPPED / "small-resnet34-s0").is_dir(), reason="shipped runs are missing")
 
 
 # ---- AppTest: what the pages list --------------------------------------------------------------------------
@@ -48,11 +45,11 @@ def shipped_app():
 @pytest.mark.slow
 def test_overview_badges_results_only_runs_and_shows_chance(shipped_app):
     board = table_with(shipped_app, "Weights").set_index("Run")
-    assert board.loc["small-resnet34", "Weights"] == "⚠ results only"
-    assert board.loc["chan-cnn3-rgb", "Weights"] == "yes"
-    assert board.loc["small-resnet34", "Params"] == "21,290,828"
-    assert board.loc["cost-ciresan-fc2-fmnist", "Chance accuracy"] == "0.100"
-    assert any("python -m core.suite seeds --only small-resnet34" in m.value for m in shipped_app.markdown)
+    assert board.loc["small-resnet34-s1", "Weights"] == "⚠ results only"
+    assert board.loc["small-resnet34-s0", "Weights"] == "yes"
+    assert board.loc["small-resnet34-s0", "Params"] == "21,290,828"
+    assert board.loc["ciresan-residual-fc2", "Chance accuracy"] == "0.100"
+    assert any("python -m core.suite seeds --only small-resnet34-s1" in m.value for m in shipped_app.markdown)
 
 
 @needs_shipped
@@ -61,14 +58,15 @@ def test_overview_badges_results_only_runs_and_shows_chance(shipped_app):
 def test_runs_without_weights_are_listed_flagged_with_the_command(shipped_app, page, key):
     at = goto(shipped_app, page)
     picker = at.multiselect(key=key)
-    flagged = [o for o in picker.options if "small-resnet34" in o]
+    flagged = [o for o in picker.options if "small-resnet34-s1" in o]
     assert flagged and flagged[0].startswith("⚠") and "no weights" in flagged[0]     # a search finds it
-    pairs = [o for o in picker.options if "transform-cnn3-pairs" in o]
+    pairs = [o for o in picker.options if "transform-cnn3-pairs-s0" in o]
     assert pairs and "takes image pairs" in pairs[0]
-    picker.set_value([*picker.value, "small-resnet34", "transform-cnn3-pairs"]).run()
+    picker.set_value([*picker.value, "small-resnet34-s1", "transform-cnn3-pairs-s0"]).run()
     assert not at.exception
     warnings = " ".join(w.value for w in at.warning)
-    assert "python -m core.suite seeds --only small-resnet34" in warnings
+    assert "python -m core.suite seeds --only small-resnet34-s1" in warnings
+    assert any("again for its weights" in b.label for b in at.button)           # one click queues it
     assert "image pairs" in warnings and "python -m core.evaluate" in warnings
     assert not any("cannot be loaded" in e.value for e in at.error)          # never offered to the model
 
@@ -174,17 +172,25 @@ def test_predict_images_and_headings_do_not_overlap(server, browser, width):
 @needs_shipped
 @pytest.mark.browser
 @pytest.mark.slow
-def test_compare_nine_runs_have_one_distinct_style_each_in_every_figure(server, browser):
+def test_compare_group_runs_have_one_distinct_style_each_in_every_figure(server, browser):
+    """The channel-robustness group, seeds not grouped: every run (20 of them) keeps one colour in
+    every figure, and no two runs share a (colour, dash)."""
+    from core.suite import suite_groups
+
     pg = _page(browser, 1400)
     _open(pg, server, "compare")
     _load_group(pg, "channel-robustness")
+    pg.get_by_test_id("stCheckbox").filter(has_text="Group runs that differ only in seed").click()
+    _settle(pg, 1.5)
+    pg.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].every(d => d.data)", timeout=120_000)
     traces = pg.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map((d, fi) =>
         (d.data || []).filter(t => t.name && t.type !== 'heatmap' && t.fill !== 'toself').map(t => ({
             figure: fi, name: t.name,
             colour: (t.line && t.line.color) || (t.marker && t.marker.color) || null,
             dash: (t.line && t.line.dash) || (t.marker && t.marker.pattern && t.marker.pattern.shape) || 'solid'})))
         .flat()""")
-    runs = ["chan-cnn3-rgb", *ZERO_FILL[1:], "chan-pca_cnn-random", "chan-dyconv_resnet18-random"]
+    runs = suite_groups("seeds")["channel-robustness"]
+    assert len(runs) >= 9
     per_run = {}
     for t in traces:
         if t["name"] in runs:
@@ -203,21 +209,22 @@ def test_compare_nine_runs_have_one_distinct_style_each_in_every_figure(server, 
 @pytest.mark.browser
 @pytest.mark.slow
 def test_zero_fill_group_has_a_7x7_robustness_heatmap_with_chance_marked(server, browser):
+    """Seeds grouped (the default): one heatmap row per model, trained combination and fill; the
+    seven zero-fill rows of cnn3 test on all seven combinations."""
     pg = _page(browser, 1400)
     _open(pg, server, "compare")
     _load_group(pg, "channel-robustness")
-    for rid in ("chan-pca_cnn-random", "chan-dyconv_resnet18-random"):      # leave the zero-fill runs
-        pg.locator(f"button[aria-label^='Remove {rid}']").first.click()
-        _settle(pg, 1.5)
     heat = pg.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map(d => d.data && d.data[0])
         .filter(t => t && t.type === 'heatmap' && String(t.hovertemplate || '').includes('tested on'))
         .map(t => ({x: t.x, y: t.y, ticktext: t.colorbar && t.colorbar.ticktext, text: t.text}))""")
     assert len(heat) == 1, heat
     [h] = heat
-    assert len(h["y"]) == 7 and h["x"] == ["RGB", "RG", "RB", "GB", "R", "G", "B"]
+    zero_fill = [i for i, label in enumerate(h["y"]) if label.startswith("cnn3 ·") and "(zero-fill)" in label]
+    assert len(zero_fill) == 7 and h["x"] == ["RGB", "RG", "RB", "GB", "R", "G", "B"], h["y"]
+    assert len(h["y"]) == len(set(h["y"]))                  # sigmoid and mean fills on R are rows of their own
     assert any(str(t).startswith("chance 0.08") for t in h["ticktext"])
-    assert any("≈ chance" in cell for row in h["text"] for cell in row)          # B tested on a RG model
-    assert all(cell != "n/a" for row in h["text"] for cell in row)
+    assert any("≈ chance" in h["text"][i][j] for i in zero_fill for j in range(7))   # e.g. B on an RG model
+    assert all(cell != "n/a" for i in zero_fill for cell in h["text"][i])
     pg.locator(".js-plotly-plot").filter(has_text="tested on").first.screenshot(path=str(SHOTS / "robustness.png"))
     pg.close()
 
@@ -239,4 +246,33 @@ def test_cost_table_shows_counts_in_full(server, browser):
     cells = grid.locator("td[role='gridcell']").all_inner_texts()
     assert "21,290,828" in cells, cells                    # ResNet-34's params in full, not "1290828"
     grid.screenshot(path=str(SHOTS / "cost_table_1000.png"))
+    pg.close()
+
+
+@needs_shipped
+@pytest.mark.browser
+@pytest.mark.slow
+def test_clicking_a_confusion_opens_its_images(server, browser):
+    """A click on a cell off the diagonal of a confusion matrix sets the gallery to that run and cell."""
+    pg = _page(browser, 1400)
+    _open(pg, server, "compare")
+    _load_group(pg, "plain-vs-deformable")
+    graph = pg.locator(".js-plotly-plot").filter(has_text="predicted").first
+    graph.scroll_into_view_if_needed()
+    target = graph.evaluate("""d => {
+        const t = d.data.find(t => t.name === 'click a confusion');
+        const L = d._fullLayout, x = t.x[0], y = t.y[0];
+        return {x: L.xaxis._offset + L.xaxis.d2p(x), y: L.yaxis._offset + L.yaxis.d2p(y), true_: y, pred: x,
+                run: (L.title.text || '').replace(/<[^>]*>/g, '').split(':')[0]};
+    }""")
+    box = graph.bounding_box()
+    pg.mouse.click(box["x"] + target["x"], box["y"] + target["y"])
+    from playwright.sync_api import expect
+
+    gallery = pg.get_by_test_id("stSelectbox").filter(has_text="True → predicted")
+    expect(gallery).to_contain_text(f"{target['true_']} → {target['pred']}", timeout=120_000)
+    expect(pg.get_by_test_id("stSelectbox").filter(has_text="Run").first).to_contain_text(target["run"])
+    _settle(pg, 1.5)
+    assert pg.locator("[data-testid='stImage']").count() > 0                   # its test images are drawn
+    pg.screenshot(path=str(SHOTS / "confusion_click.png"), full_page=False)
     pg.close()
