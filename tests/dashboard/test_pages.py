@@ -323,11 +323,13 @@ def test_compare_loads_a_course_group_of_the_shipped_runs(monkeypatch):
     at.run()
     at = goto(at, "compare")
     picker = at.selectbox(key="cmp_suite_group")
-    assert picker.value is None and any(o.startswith("small-vs-resnet34 (4 runs)") for o in picker.options)
+    assert picker.value is None and any(o.startswith("small-vs-resnet34 (12 runs)") for o in picker.options)
     picker.set_value("small-vs-resnet34").run()
     assert not at.exception, [e.value for e in at.exception]
     expected = suite_groups("seeds")["small-vs-resnet34"]
     assert list(at.multiselect(key="cmp_runs").value) == expected
     assert list(table_with(at, "Test accuracy")["Run"]) == expected      # the cost table shows that group
     costs = table_with(at, "Test accuracy").set_index("Run")
-    assert costs.loc["small-resnet34", "Params"] == "21,290,828"        # every digit, as the issue saw it cut
+    assert costs.loc["small-resnet34-s0", "Params"] == "21,290,828"     # every digit, as the issue saw it cut
+    # the group's lessons, with our verdict computed over the shipped runs
+    assert any(h.value.startswith("Lesson: spatial-attn-vs-resnet34") for h in at.subheader)

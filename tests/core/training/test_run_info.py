@@ -23,8 +23,8 @@ def write(tmp_path: Path, run: dict | None, **config) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("run_id", ["chan-cnn3-zf-rg", "cost-ciresan-fc2-fmnist", "transform-cnn3-pairs",
-                                    "chan-pca_cnn-random"])
+@pytest.mark.parametrize("run_id", ["chan-cnn3-zf-rg", "ciresan-residual-fc2", "transform-cnn3-pairs-s0",
+                                    "chan-pca_cnn-random-s0", "probe-cnn3-probe-s0"])
 def test_shipped_runs_read_into_typed_fields(run_id):
     config, info = read_run_info(SHIPPED / run_id)
     raw = json.loads((SHIPPED / run_id / "config.json").read_text())["run"]
