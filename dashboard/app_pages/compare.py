@@ -4,6 +4,7 @@ the course lessons (core.lessons) the chosen runs test, with their verdicts."""
 
 import os
 import re
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -253,7 +254,10 @@ else:
     normalised = st.toggle("Normalise rows (recall on the diagonal)", value=True, key="cmp_norm")
     # Raw counts share one colour scale across runs, so a darker cell means more images everywhere.
     zmax = None if normalised else max(float(np.max(evals[rid]["confusion_matrix"])) for rid in with_eval)
-    drawn = st.multiselect("Matrices of", with_eval, default=with_eval[:DEFAULT_MATRICES], key="cmp_cm_runs",
+    # Keyed by the selection: a new set of runs (e.g. a course experiment loaded) starts from the
+    # default again instead of keeping an old choice that no longer matches (which left it empty).
+    drawn = st.multiselect("Matrices of", with_eval, default=with_eval[:DEFAULT_MATRICES],
+                           key=f"cmp_cm_runs_{zlib.crc32(' '.join(with_eval).encode())}",
                            help=f"The first {DEFAULT_MATRICES} runs by default: each matrix is a large figure.")
     # One per row by default: a 12-class matrix needs the page's width for its labels and cell
     # numbers (two per row were unreadable at 1000 px). Two per row suit a wide screen. Every panel

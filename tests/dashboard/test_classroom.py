@@ -248,31 +248,3 @@ def test_cost_table_shows_counts_in_full(server, browser):
     grid.screenshot(path=str(SHOTS / "cost_table_1000.png"))
     pg.close()
 
-
-@needs_shipped
-@pytest.mark.browser
-@pytest.mark.slow
-def test_clicking_a_confusion_opens_its_images(server, browser):
-    """A click on a cell off the diagonal of a confusion matrix sets the gallery to that run and cell."""
-    pg = _page(browser, 1400)
-    _open(pg, server, "compare")
-    _load_group(pg, "plain-vs-deformable")
-    graph = pg.locator(".js-plotly-plot").filter(has_text="predicted").first
-    graph.scroll_into_view_if_needed()
-    target = graph.evaluate("""d => {
-        const t = d.data.find(t => t.name === 'click a confusion');
-        const L = d._fullLayout, x = t.x[0], y = t.y[0];
-        return {x: L.xaxis._offset + L.xaxis.d2p(x), y: L.yaxis._offset + L.yaxis.d2p(y), true_: y, pred: x,
-                run: (L.title.text || '').replace(/<[^>]*>/g, '').split(':')[0]};
-    }""")
-    box = graph.bounding_box()
-    pg.mouse.click(box["x"] + target["x"], box["y"] + target["y"])
-    from playwright.sync_api import expect
-
-    gallery = pg.get_by_test_id("stSelectbox").filter(has_text="True → predicted")
-    expect(gallery).to_contain_text(f"{target['true_']} → {target['pred']}", timeout=120_000)
-    expect(pg.get_by_test_id("stSelectbox").filter(has_text="Run").first).to_contain_text(target["run"])
-    _settle(pg, 1.5)
-    assert pg.locator("[data-testid='stImage']").count() > 0                   # its test images are drawn
-    pg.screenshot(path=str(SHOTS / "confusion_click.png"), full_page=False)
-    pg.close()

@@ -89,7 +89,7 @@ def test_compare_page_tables(app, runs_env):
     assert change["change"].to_numpy() == pytest.approx(expected, abs=5e-4)   # shown to 3 decimals
     robust = table_with(at, "RGB").set_index("trained")
     tested = _eval(runs_env, "cnn2_rg")["channel_robustness"]["tested"]
-    assert robust.loc["cnn2 · RG", "RG"] == pytest.approx(tested["RG"], abs=5e-4)
+    assert robust.loc["cnn2 · RG (zero-fill)", "RG"] == pytest.approx(tested["RG"], abs=5e-4)
     # the misclassified gallery: a confusion of the first run, its images with probabilities
     from core.analysis.compare import confusions
 
