@@ -67,11 +67,12 @@ class RayJobsLauncher(Launcher):
     backend = "ray"
 
     def __init__(self, address: str, *, python: str = "python3", env: Mapping[str, str] | None = None,
-                 client: Any = None) -> None:
+                 client: Any = None, agent_wait_s: float = 60.0) -> None:
         """``address``: the Ray dashboard (job server), e.g. ``http://head-node:8265``. ``python``: the
         interpreter as the workers' PATH names it (it must import core, i.e. archscope installed
         there). ``env``: extra environment variables for the trainers (e.g. ARCHSCOPE_CACHE).
-        ``client``: an existing JobSubmissionClient (default: one is made on first use)."""
+        ``client``: an existing JobSubmissionClient (default: one is made on first use).
+        ``agent_wait_s``: how long a submit waits for a just-started head's job agent."""
         if not isinstance(address, str) or not address.startswith(("http://", "https://")):
             raise InvalidInputError(f"Ray address {address!r}: give the Ray dashboard's address, "
                                     f"e.g. http://head-node:8265")
@@ -79,6 +80,7 @@ class RayJobsLauncher(Launcher):
         self.python = python
         self.env = dict(env or {})
         self._client = client
+        self.agent_wait_s = agent_wait_s
 
     @property
     def client(self) -> Any:
@@ -129,6 +131,24 @@ class RayJobsLauncher(Launcher):
             raise RunBusyError(f"{run.path} is {status['state']} (pid {status.get('pid')}); cancel it first")
 
     # ---- submitting ---------------------------------------------------------------------------------
+    def _submit_job_when_an_agent_answers(self, **job: Any) -> None:
+        """``client.submit_job(**job)``, tried again while the head says it has no job agent yet.
+
+        A head that has just started answers list_jobs() before its dashboard agent has registered;
+        until then submit_job fails with HTTP 500 "No available agent to submit job, please try again
+        later" and nothing is created, so the same submission id can be sent again. Any other error,
+        or the same one after ``agent_wait_s`` seconds, goes to the caller.
+        """
+        deadline = time.monotonic() + self.agent_wait_s
+        while True:
+            try:
+                self.client.submit_job(**job)
+                return
+            except Exception as exc:  # noqa: BLE001 - only the one transient answer is retried
+                if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
     def _submit(self, run: RunFolder, command: list[str], *, gpus: int, cpus: int, nproc: int,
                 fields: Mapping[str, Any], user: str | None = None) -> str:
         """Write status 'queued' and the handle, then submit ``command`` behind core.training.ray_entry."""
@@ -146,9 +166,10 @@ class RayJobsLauncher(Launcher):
         metadata = {f"{META_PREFIX}run_id": run.run_id, f"{META_PREFIX}run_dir": str(run.path),
                     f"{META_PREFIX}gpus": str(gpus), f"{META_PREFIX}cpus": str(cpus), f"{META_PREFIX}user": user}
         try:
-            self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
-                                   entrypoint_num_gpus=gpus, entrypoint_num_cpus=cpus, metadata=metadata,
-                                   runtime_env={"env_vars": dict(self.env)} if self.env else None)
+            self._submit_job_when_an_agent_answers(
+                entrypoint=entrypoint, submission_id=submission_id, entrypoint_num_gpus=gpus,
+                entrypoint_num_cpus=cpus, metadata=metadata,
+                runtime_env={"env_vars": dict(self.env)} if self.env else None)
         except FailedError as exc:
             run.write_status("failed", message=str(exc), finished=time.time())
             raise

@@ -287,6 +287,31 @@ def test_ray_submit_failure_leaves_the_run_failed_not_queued(tmp_path):
     assert RunFolder(run_dir).read_status()["state"] == "failed"
 
 
+def test_ray_submit_waits_for_a_just_started_heads_job_agent(tmp_path):
+    """A fresh head answers 500 "No available agent" until its agent registers: the same job is sent
+    again (nothing was created), and the run queues; past agent_wait_s the answer is a failed run."""
+    launcher, server, run_dir = _ray(tmp_path)
+    real, answers = server.submit_job, []
+
+    def agent_not_yet(**kwargs):
+        answers.append(kwargs["submission_id"])
+        if len(answers) < 3:
+            raise RuntimeError("Request failed with status code 500: No available agent to submit job, "
+                               "please try again later..")
+        return real(**kwargs)
+    server.submit_job = agent_not_yet
+    assert launcher.submit(TrainConfig(**TINY, epochs=3), run_dir, gpus=1, cpus=1) == "run"
+    assert len(answers) == 3 and len(set(answers)) == 1 and len(server.submitted) == 1
+    assert RunFolder(run_dir).read_status()["state"] == "queued"
+
+    never, _, other = _ray(tmp_path / "b", agent_wait_s=0)
+    never.client.submit_job = lambda **kw: (_ for _ in ()).throw(
+        RuntimeError("Request failed with status code 500: No available agent to submit job"))
+    with pytest.raises(FailedError, match="No available agent"):
+        never.submit(TrainConfig(**TINY, epochs=3), other, gpus=1, cpus=1)
+    assert RunFolder(other).read_status()["state"] == "failed"
+
+
 def test_ray_resume_of_a_folder_without_config_is_refused(tmp_path):
     launcher, _, run_dir = _ray(tmp_path)
     with pytest.raises(ConfigError, match="config.json: missing"):
