@@ -51,6 +51,7 @@ class Arm:
     value: float | None = None
     source: str = ""
     budget: str = ""                    # training images x epochs and schedule (run arms)
+    related_run_ids: list[str] = field(default_factory=list)   # model arms: the suite's runs of that model
 
     @property
     def kind(self) -> str:
@@ -208,6 +209,10 @@ def _parse_arm(raw: Any, j: int, where: str, by_base: dict[str, list[Any]], prob
             problems.append(f"{at}: key 'classes' must be a positive integer, got {classes!r}")
             return None
         arm.model, arm.options, arm.input, arm.classes = raw["model"], dict(raw.get("options") or {}), tuple(shape), classes
+        # the suite's trained runs of this model (and options): choosing one on Compare shows this lesson
+        arm.related_run_ids = [r.run_id for rs in by_base.values() for r in rs
+                               if r.config.model == arm.model
+                               and all((r.config.model_options or {}).get(k) == v for k, v in arm.options.items())]
     else:
         if isinstance(raw["value"], bool) or not isinstance(raw["value"], (int, float)):
             problems.append(f"{at}: key 'value' must be a number, got {raw['value']!r}")
@@ -254,6 +259,16 @@ def confounding_problems(lesson: Lesson, by_base: dict[str, list[Any]]) -> list[
 
 
 def lessons_for_runs(lessons: Sequence[Lesson], run_ids: Sequence[str]) -> list[Lesson]:
-    """The lessons one of whose arms uses a run in ``run_ids`` (what the Compare page shows for a selection)."""
+    """The lessons a selection of runs shows (the Compare page): those whose arm under study (the
+    first compared arm made of runs, e.g. 'ce+triplet' in 'ce+triplet = ce', or of a model, whose
+    suite runs of that model count) has a run in ``run_ids``. Sharing a baseline run is not
+    enough: the RGB baseline is the second arm of the triplet lesson, and choosing the channel
+    group must not bring that lesson in."""
     chosen = set(run_ids)
-    return [lesson for lesson in lessons if chosen & set(lesson.run_ids())]
+    shown = []
+    for lesson in lessons:
+        compared = [lesson.arm(name) for name in (lesson.relation[0], lesson.relation[2])]
+        studied = [a.run_ids or a.related_run_ids for a in compared if a.kind in ("run", "model")]
+        if studied and chosen & set(studied[0]):
+            shown.append(lesson)
+    return shown

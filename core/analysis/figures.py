@@ -385,6 +385,33 @@ def readable_table(table: pd.DataFrame, columns: dict[str, tuple[str, object]] =
     return out
 
 
+def format_si(value: float) -> str:
+    """1.5e7 -> '15M', 2e9 -> '2G', 950 -> '950': up to 3 significant digits and an SI suffix."""
+    for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+LOG_TICK_MANTISSAS = ((1,), (1, 2, 5), (1, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9))
+
+
+def log_ticks(values: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Tick values and the log10 axis range for positive ``values`` on a log axis: the coarsest of
+    1 / 1-2-5 / 1-2-3-5-7 / finer steps per decade that puts at least three ticks in the padded
+    range, else the values themselves (all runs at nearly one cost)."""
+    logs = [math.log10(float(v)) for v in values]
+    lo, hi = min(logs), max(logs)
+    pad = max(0.06 * (hi - lo), 0.05)
+    a, b = lo - pad, hi + pad
+    for mantissas in LOG_TICK_MANTISSAS:
+        ticks = [m * 10.0 ** k for k in range(math.floor(a), math.ceil(b) + 1) for m in mantissas
+                 if a <= math.log10(m * 10.0 ** k) <= b]
+        if len(ticks) >= 3:
+            return ticks, [a, b]
+    return sorted({float(v) for v in values})[:5], [a, b]
+
+
 def pareto_figure(run_ids: Sequence[str], costs: Sequence[float], accuracies: Sequence[float], *,
                   cost_label: str, log_x: bool = True, target: tuple[float, str] | None = None,
                   styles: dict[str, RunStyle] | None = None) -> go.Figure:
@@ -412,10 +439,12 @@ def pareto_figure(run_ids: Sequence[str], costs: Sequence[float], accuracies: Se
     if target is not None and _is_number(target[0]):
         fig.add_hline(y=float(target[0]), line_dash="dot", annotation_text=target[1],
                       annotation_position="bottom right")
-    if log_x:
-        # A log axis over less than a decade labels every digit (1 2 3 ... 9 10M), which collides in a
-        # narrow window: label 1, 2 and 5 of each decade, with SI suffixes.
-        fig.update_xaxes(dtick="D2", tickformat="~s")
+    if log_x and len(df) and (df["cost"] > 0).all():
+        # Plotly's own log ticks either label every digit (collisions in a narrow window) or, with
+        # dtick "D2", none at all when the costs span less than a decade (10.3M to 18M): a student
+        # then reads no number on the axis. Explicit ticks, at least two on any span.
+        ticks, axis_range = log_ticks(df["cost"])
+        fig.update_xaxes(tickvals=ticks, ticktext=[format_si(t) for t in ticks], range=axis_range)
     return _finish(fig, height=460, xaxis_title=cost_label, yaxis_title="test accuracy",
                    xaxis_type="log" if log_x else "linear",
                    # below the plot: a legend at the side takes half the width of a narrow window

@@ -20,7 +20,7 @@ from core.lesson_spec import EXACT_METRICS, Lesson, lessons_for_runs, parse_expe
 
 VERDICT_WORDS = {"reproduced": "Reproduced", "contradicted": "Contradicted", "inconclusive": "Inconclusive",
                  "not run": "Not run"}
-ROW_HEADERS = ("Arm", "Runs", "Mean", "95 % CI", "n", "Budget", "Plateau")
+ROW_HEADERS = ("Arm", "Mean", "95 % CI", "n", "Budget", "Plateau", "Runs")
 
 
 # ==== evaluating =============================================================================
@@ -101,13 +101,16 @@ def _ci_text(arm: dict) -> str:
 
 
 def lesson_rows(result: dict) -> list[dict]:
-    """One row per arm, every value text: Arm, Runs (count and ids), Mean, 95 % CI, n, Budget, Plateau."""
+    """One row per arm, every value text: Arm, Mean, 95 % CI, n, Budget, Plateau, Runs (count and ids).
+
+    The numbers come first and the long run list last, so that a narrow window (1000 px) shows
+    the figures without scrolling the table sideways."""
     rows = []
     for arm in result["arms"]:
-        rows.append({"Arm": _arm_label(arm, result["metric"]), "Runs": _runs_text(arm),
+        rows.append({"Arm": _arm_label(arm, result["metric"]),
                      "Mean": number_text(arm["mean"], arm["metric"]), "95 % CI": _ci_text(arm),
                      "n": f"{arm['n']:,}", "Budget": arm.get("budget") or "–",
-                     "Plateau": arm.get("plateau") or "–"})
+                     "Plateau": arm.get("plateau") or "–", "Runs": _runs_text(arm)})
     return rows
 
 

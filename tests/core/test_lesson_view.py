@@ -39,6 +39,8 @@ def test_reproduced_rows_and_sentence():
                                    "3 seeds, paired by seed.")
     rows = lesson_rows(r)
     assert [list(row) for row in rows] == [list(ROW_HEADERS)] * 2
+    # the figures before the long run list: a 1000 px window shows them without scrolling sideways
+    assert list(ROW_HEADERS)[:4] == ["Arm", "Mean", "95 % CI", "n"] and ROW_HEADERS[-1] == "Runs"
     assert rows[0] == {"Arm": "spatial-attn",
                        "Runs": "3: small-spatial_attn_cnn4-s0, small-spatial_attn_cnn4-s1, small-spatial_attn_cnn4-s2",
                        "Mean": "0.310", "95 % CI": "[0.285, 0.335]", "n": "3",

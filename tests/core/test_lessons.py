@@ -217,6 +217,24 @@ def test_seed_suite_lessons_are_complete_and_fair():
     assert reports == {"000", "001", "002", "003", "004"}
 
 
+def test_each_course_group_shows_its_own_lessons_and_every_lesson_has_a_group():
+    """Compare shows the lessons whose arm under study is chosen: the channel group does not bring in
+    the triplet or separable lessons that merely reuse its RGB baseline, and the cost lessons (model
+    arms, no runs) come with the group that trains that model."""
+    from core.lesson_spec import lessons_for_runs
+    from core.suite import suite_groups
+
+    suite, groups = load_suite("seeds"), suite_groups("seeds")
+    shown = {g: [lesson.id for lesson in lessons_for_runs(suite.lessons, ids)] for g, ids in groups.items()}
+    assert shown["channel-robustness"] == ["channel-collapse", "zero-fill-per-combination", "fill-strategies",
+                                           "channel-attention"]
+    assert shown["metric-learning"] == ["triplet-joint", "triplet-two-stage"]
+    assert {"separable-cost-params", "separable-cost-macs", "alexnet-count-params"} <= set(shown["separable"])
+    assert {lid for ids in shown.values() for lid in ids} == {lesson.id for lesson in suite.lessons}
+    assert lessons_for_runs(suite.lessons, ["chan-cnn3-rgb-s0"])[0].id == "channel-collapse"
+    assert lessons_for_runs(suite.lessons, ["no-such-run"]) == []
+
+
 def test_checkpoints_readme_lessons_table_matches_generator():
     readme = (REPO / "checkpoints" / "README.md").read_text(encoding="utf-8")
     block = readme_block(evaluate_suite_lessons("seeds", REPO / "checkpoints"))

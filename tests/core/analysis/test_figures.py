@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -120,6 +122,21 @@ def test_pareto_figure_front_and_target_line():
     assert list(front.x) == [1, 2] and list(front.y) == [0.5, 0.7]
     assert fig.layout.xaxis.type == "log" and _axis_title(fig) == "MACs" and _axis_title(fig, "yaxis") == "test accuracy"
     assert fig.layout.shapes[0].y0 == 0.6
+
+
+@pytest.mark.parametrize("costs, labels", [
+    ([10_323_456, 18_000_000], ["10M", "12M", "15M", "20M"]),          # less than a decade: still labelled
+    ([10_326_560, 10_903_168, 52_704_768, 74_766_336], ["10M", "20M", "50M"]),
+    ([110_000, 20_000_000], ["100k", "1M", "10M"]),
+    ([10_323_456, 10_323_456], ["10.3M"]),                             # one cost: the value itself
+])
+def test_pareto_cost_axis_always_has_numbers(costs, labels):
+    """The shipped channel-robustness group (10.3M to 18M MACs) showed an axis without one number."""
+    fig = figures.pareto_figure([f"r{i}" for i in range(len(costs))], costs, [0.5] * len(costs), cost_label="MACs")
+    assert list(fig.layout.xaxis.ticktext) == labels
+    low, high = fig.layout.xaxis.range
+    assert all(low <= math.log10(t) <= high for t in fig.layout.xaxis.tickvals)
+    assert low < math.log10(min(costs)) and math.log10(max(costs)) < high     # every point inside
 
 
 def test_cost_table_frame_adds_input_and_the_reason_a_cost_is_missing():
