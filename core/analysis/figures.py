@@ -80,6 +80,17 @@ def format_number(value: object, fmt: str = "{:.3f}") -> str:
     return fmt.format(value) if _is_number(value) else MISSING
 
 
+def decimals_frame(table: pd.DataFrame, fmt: str = "{:.3f}") -> pd.DataFrame:
+    """``table`` with every float column as text through ``fmt`` ("0.150", never "0.15" beside
+    "0.437"), missing values as "–"; other columns as they are. For the screen: a CSV keeps the
+    numbers."""
+    out = table.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            out[col] = [format_number(v, fmt) for v in out[col]]
+    return out
+
+
 def text_column_width(values: Sequence[object], header: str, px_per_char: int = 8, padding: int = 28) -> int:
     """Pixels a table column needs to show its longest formatted value (or header) in full."""
     longest = max([len(str(v)) for v in values] + [len(header)])

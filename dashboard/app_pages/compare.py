@@ -292,14 +292,14 @@ else:
             st.plotly_chart(figures.confusion_difference_figure(diff, classes, run_a=run_a, run_b=run_b),
                             key="cmp_diff")
             st.plotly_chart(figures.class_change_figure(change), key="cmp_change")
-            show_table(change.round(3), key="cmp_change_table", hide_index=True)
+            show_table(figures.decimals_frame(change), key="cmp_change_table", hide_index=True, csv_frame=change)
 
     st.subheader("Per-class precision, recall and F1")
     per_class = pd.concat([compare.per_class_table(evals[rid]).assign(run=rid) for rid in with_eval],
                           ignore_index=True)
     per_class = per_class[["run"] + [c for c in per_class.columns if c != "run"]]
     st.plotly_chart(figures.per_class_f1_figure(per_class, styles), key="cmp_f1")
-    show_table(per_class.round(3), key="cmp_per_class", hide_index=True)
+    show_table(figures.decimals_frame(per_class), key="cmp_per_class", hide_index=True, csv_frame=per_class)
 
 # ---- channel robustness ------------------------------------------------------------------------------
 st.subheader("Channel robustness (trained combination × tested combination)")
@@ -322,7 +322,8 @@ else:
         st.markdown(f"- {note}")
     matrix = compare.channel_robustness_matrix(list(evals.values()), [models.get(rid) for rid in evals])
     st.markdown("**One row per model and trained combination** (seeds of the same model averaged)")
-    show_table(matrix.round(3).reset_index(), key="cmp_robustness", hide_index=True)
+    show_table(figures.decimals_frame(matrix.reset_index()), key="cmp_robustness", hide_index=True,
+               csv_frame=matrix.reset_index())
 
 # ---- report -----------------------------------------------------------------------------------------
 st.subheader("Report to hand in")

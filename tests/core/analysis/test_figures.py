@@ -270,3 +270,10 @@ def test_confusion_cells_are_clickable_markers_and_a_click_names_the_cell():
     assert figures.clicked_confusion([{"x": "dog", "y": "dog"}], ["cat", "dog", "owl"]) is None
     assert figures.clicked_confusion([], ["cat"]) is None
     assert len(figures.confusion_figure(cm, None, run_id="r").data) == 1        # not clickable: the heatmap only
+
+
+def test_decimals_frame_writes_every_float_with_three_decimals():
+    t = pd.DataFrame({"trained": ["RGB", "R"], "G": [0.15, float("nan")], "B": [0.1, 0.2083], "n": [3, 1]})
+    out = figures.decimals_frame(t)
+    assert list(out["G"]) == ["0.150", "–"] and list(out["B"]) == ["0.100", "0.208"]
+    assert list(out["trained"]) == ["RGB", "R"] and list(out["n"]) == [3, 1]      # text and counts unchanged
