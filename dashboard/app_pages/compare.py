@@ -99,7 +99,9 @@ VERDICT_BOX = {"reproduced": st.success, "contradicted": st.error, "inconclusive
 
 # One click loads a course experiment: the seeds suite's groups whose runs are in the runs folder.
 @st.cache_data(show_spinner=False)
-def _groups(suite: str = SUITE) -> dict[str, list[str]]:
+def _groups(suite: str) -> dict[str, list[str]]:
+    """(The suite is an argument, never a default: st.cache_data keys on the arguments passed, so a
+    default would serve one suite's groups for another after $ARCHSCOPE_SUITE changes.)"""
     try:
         return suite_groups(suite)
     except (SuiteError, OSError):
@@ -130,7 +132,7 @@ def _md(text: str) -> str:
 
 def _show_lessons(run_ids: list[str]) -> None:
     """One block per course lesson whose arms use one of the chosen runs: question, finding, verdict, arms."""
-    suite_ids = {rid for ids in _groups().values() for rid in ids}
+    suite_ids = {rid for ids in _groups(SUITE).values() for rid in ids}
     if not suite_ids & set(run_ids):
         return          # no run of the suite chosen: no lesson to show (and the suite is not loaded)
     root = runs_root()
@@ -151,7 +153,7 @@ def _show_lessons(run_ids: list[str]) -> None:
 
 
 present = {r.run_id for r in available_runs()}
-course = {g: [i for i in ids if i in present] for g, ids in _groups().items()}
+course = {g: [i for i in ids if i in present] for g, ids in _groups(SUITE).items()}
 course = {g: ids for g, ids in course.items() if ids}
 
 
