@@ -495,7 +495,7 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in obj.items():
             out.update(_flatten(v, f"{prefix}{k}."))
-        return out if out or not prefix else {prefix[:-1]: "{}"}
+        return out      # an empty dict (no options) adds no row: the same as the key absent
     return {prefix[:-1]: obj}
 
 

@@ -213,6 +213,9 @@ def test_config_differences_keeps_only_differing_chosen_keys():
     assert list(d.index) == ["channels", "seed", "epochs", "augment.flip"]
     assert d.loc["channels"].tolist() == ["RG", "R", "RG"] and d.loc["epochs"].tolist() == ["6", "6", "–"]
     assert compare.config_differences(["a", "a2"], [a, dict(a)]).empty
+    # no options ({}) and options: only the option rows differ, no extra "model_options" row
+    opts = compare.config_differences(["p", "q"], [{"model_options": {"base": "cnn3"}}, {"model_options": {}}])
+    assert list(opts.index) == ["model_options.base"] and opts.loc["model_options.base"].tolist() == ["cnn3", "–"]
     with pytest.raises(ValueError):
         compare.config_differences(["a"], [a, b])
 
