@@ -271,9 +271,27 @@ def class_change_figure(change: pd.DataFrame) -> go.Figure:
                    xaxis_title="class", yaxis_title="points")
 
 
+F1_BARS_MAX_RUNS = 6     # beyond this, grouped bars are a few pixels wide: a runs x classes heatmap
+
+
 def per_class_f1_figure(per_class: pd.DataFrame, styles: dict[str, RunStyle] | None = None) -> go.Figure:
-    """Grouped bars of F1 per class, one style per run (its colour; beyond the palette a hatch
-    pattern); ``per_class`` has columns run, class, f1."""
+    """F1 per class; ``per_class`` has columns run, class, f1. Up to ``F1_BARS_MAX_RUNS`` runs:
+    grouped bars, one style per run (its colour; beyond the palette a hatch pattern). More runs
+    (a 20-run course group gave 240 bars of 2 px): a heatmap, one row per run, its F1 written in
+    each cell."""
+    run_ids = list(dict.fromkeys(per_class["run"].astype(str)))
+    if len(run_ids) > F1_BARS_MAX_RUNS:
+        table = per_class.assign(run=per_class["run"].astype(str), cls=per_class["class"].astype(str)) \
+            .pivot_table(index="run", columns="cls", values="f1", aggfunc="first", sort=False)
+        table = table.reindex(index=run_ids, columns=list(dict.fromkeys(per_class["class"].astype(str))))
+        values = [[float(v) if _is_number(v) else None for v in row] for row in table.to_numpy()]
+        fig = go.Figure(go.Heatmap(z=values, x=list(table.columns), y=run_ids, zmin=0, zmax=1, colorscale="Blues",
+                                   text=[["–" if v is None else f"{v:.2f}" for v in row] for row in values],
+                                   texttemplate="%{text}", xgap=1, ygap=1, colorbar={"title": "F1", "thickness": 14},
+                                   hovertemplate="%{y}<br>class %{x}: F1 %{z:.3f}<extra></extra>"))
+        fig.update_yaxes(autorange="reversed", title_text="run")
+        fig.update_xaxes(title_text="class", tickangle=-45)
+        return _finish(fig, height=max(300, 26 * len(run_ids) + 160))
     patterns = ("", "/", ".", "x", "-")
     bars = []
     for i, (rid, g) in enumerate(per_class.groupby("run", sort=False)):

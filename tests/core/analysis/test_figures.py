@@ -277,3 +277,15 @@ def test_decimals_frame_writes_every_float_with_three_decimals():
     out = figures.decimals_frame(t)
     assert list(out["G"]) == ["0.150", "–"] and list(out["B"]) == ["0.100", "0.208"]
     assert list(out["trained"]) == ["RGB", "R"] and list(out["n"]) == [3, 1]      # text and counts unchanged
+
+
+def test_per_class_f1_is_bars_for_a_few_runs_and_a_heatmap_for_many():
+    def table(n_runs):
+        return pd.DataFrame([{"run": f"r{i}", "class": c, "f1": (i + j) / 40}
+                             for i in range(n_runs) for j, c in enumerate(["cat", "dog", "owl"])])
+    few = figures.per_class_f1_figure(table(figures.F1_BARS_MAX_RUNS))
+    assert [t.type for t in few.data] == ["bar"] * figures.F1_BARS_MAX_RUNS
+    many = figures.per_class_f1_figure(table(20))
+    (heat,) = many.data
+    assert heat.type == "heatmap" and list(heat.y) == [f"r{i}" for i in range(20)] and list(heat.x) == ["cat", "dog", "owl"]
+    assert heat.z[19][2] == pytest.approx(21 / 40) and heat.text[19][2] == "0.53"      # every value written
