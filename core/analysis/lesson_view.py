@@ -57,7 +57,7 @@ def number_text(v: float | None, metric: str, signed: bool = False) -> str:
     """An accuracy to 3 decimals, a count with thousands separators; "–" for a missing one."""
     if v is None:
         return "–"
-    sign = "+" if signed and v >= 0 else ""
+    sign = "+" if signed and v > 0 else ""      # an exact 0 reads "0", not "+0"
     if _exact(metric) or abs(v) >= 1000:
         return f"{sign}{v:,.0f}"
     return f"{sign}{v:.3f}"
