@@ -290,7 +290,7 @@ def per_class_f1_figure(per_class: pd.DataFrame, styles: dict[str, RunStyle] | N
                                    texttemplate="%{text}", xgap=1, ygap=1, colorbar={"title": "F1", "thickness": 14},
                                    hovertemplate="%{y}<br>class %{x}: F1 %{z:.3f}<extra></extra>"))
         fig.update_yaxes(autorange="reversed", title_text="run")
-        fig.update_xaxes(title_text="class", tickangle=-45)
+        fig.update_xaxes(title_text="class")       # plotly turns the labels as far as they need (30 or 90 degrees)
         return _finish(fig, height=max(300, 26 * len(run_ids) + 160))
     patterns = ("", "/", ".", "x", "-")
     bars = []
