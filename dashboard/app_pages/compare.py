@@ -130,6 +130,17 @@ def _md(text: str) -> str:
     return re.sub(r"([\\`*_\[\]<>$~|#])", r"\\\1", text)
 
 
+@st.cache_resource(max_entries=256, show_spinner=False)
+def _figure(key: tuple, _build):
+    """``_build()``, built once per ``key`` (the figure's inputs: run ids, file mtimes, options).
+
+    Building plotly figures (validation of every property) was most of a Compare rerun: py-spy
+    on the server put the confusion matrices, curves and Pareto figures at about 0.5 s of each
+    0.8 s page switch. Shared between reruns and sessions and never changed afterwards:
+    st.plotly_chart sends a copy (``Figure.to_dict``)."""
+    return _build()
+
+
 def _show_lessons(run_ids: list[str]) -> None:
     """One block per course lesson whose arms use one of the chosen runs: question, finding, verdict, arms."""
     suite_ids = {rid for ids in _groups(SUITE).values() for rid in ids}
@@ -201,8 +212,10 @@ else:
 st.subheader("Training curves")
 groups = compare.group_runs([r["run_id"] for r in rows], configs, by_seed=group_seeds)
 group_styles = {name: styles[members[0]] for name, members in groups.items()}
-fig = figures.curves_figure([(name, [metrics_of(runs[m]) for m in members]) for name, members in groups.items()],
-                            styles=group_styles)
+fig = _figure(("curves", tuple((name, tuple(members), tuple(mtime_of(runs[m].metrics_path) for m in members),
+                                  group_styles[name]) for name, members in groups.items())),
+              lambda: figures.curves_figure([(name, [metrics_of(runs[m]) for m in members])
+                                             for name, members in groups.items()], styles=group_styles))
 if fig.data:
     st.plotly_chart(fig, key="cmp_curves")
     st.caption("Top: train, bottom: validation. Each run keeps its colour and line style in every figure of "
@@ -240,9 +253,11 @@ else:
     ref_acc = costs.loc[costs["run_id"] == reference, "test_acc"]
     target_line = (float(ref_acc.iloc[0]) * target / 100, f"{target}% of {reference}") \
         if not ref_acc.empty and pd.notna(ref_acc.iloc[0]) else None
-    st.plotly_chart(figures.pareto_figure(costs["run_id"], COST_AXES[axis], costs["test_acc"], cost_label=axis,
-                                          log_x=not axis.startswith("latency"), target=target_line,
-                                          styles=styles), key="cmp_pareto")
+    pareto_key = ("pareto", axis, tuple(costs["run_id"]), tuple(COST_AXES[axis].astype(float)),
+                  tuple(costs["test_acc"].astype(float)), target_line, tuple(styles.get(r) for r in costs["run_id"]))
+    st.plotly_chart(_figure(pareto_key, lambda: figures.pareto_figure(
+        costs["run_id"], COST_AXES[axis], costs["test_acc"], cost_label=axis, log_x=not axis.startswith("latency"),
+        target=target_line, styles=styles)), key="cmp_pareto")
     st.caption("Hover a point for its run and numbers; the legend names each run's marker.")
 
 # ---- confusion matrices ------------------------------------------------------------------------------
@@ -269,10 +284,11 @@ else:
         cols = st.columns(per_row)
         for col, rid in zip(cols, drawn[start:start + per_row]):
             ev = evals[rid]
+            cm_key = ("confusion", str(runs[rid].path), mtime_of(runs[rid].eval_path), normalised, zmax)
             event = col.plotly_chart(
-                figures.confusion_figure(ev["confusion_matrix"], ev.get("classes"), run_id=rid,
-                                         test_acc=ev.get("test_acc"), normalise=normalised, zmax=zmax,
-                                         clickable=True),
+                _figure(cm_key, lambda: figures.confusion_figure(
+                    ev["confusion_matrix"], ev.get("classes"), run_id=rid, test_acc=ev.get("test_acc"),
+                    normalise=normalised, zmax=zmax, clickable=True)),
                 key=f"cmp_cm_{rid}", on_select="rerun", selection_mode="points")
             _open_clicked_confusion(rid, ev, event)
     st.caption("Click a confusion (a cell off the diagonal) to see its test images below.")
