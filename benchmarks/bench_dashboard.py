@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -122,10 +123,55 @@ def browser_times(root: Path, repeats: int) -> dict:
                     clicks.append(settle(t))
                 out[name] = {"first_s": round(first, 3), "later_s": round(statistics.median(clicks), 3)}
             out["classroom"] = classroom_times(page, url, settle, repeats)
+            out["added_run"] = added_run_times(page, url, settle, root)
             browser.close()
     finally:
         server.terminate()
         server.wait(timeout=20)
+    return out
+
+
+def added_run_times(page, url: str, settle, root: Path, n: int = 4) -> dict:
+    """Issue 14's "each added run on Predict / Explain < 1.5 s": on each page, in a fresh session
+    with its default runs removed, add ``n`` runs that have weights, each of another architecture, one at a time (type the id in
+    the run picker, click its option) and time each until idle. The first added run of a page also loads its model
+    (a cold cache); each page's runs are new to it."""
+    from core.training.run_folder import list_runs
+
+    # one run per architecture (a mix of small nets and ResNets on the shipped runs), not 8 cnn3 seeds
+    with_weights, models = [], set()
+    for r in list_runs(root):
+        model = (r.read_config() or {}).get("model")
+        if r.best_weights_path.exists() and model not in models:
+            models.add(model)
+            with_weights.append(r.run_id)
+    out = {}
+    for name in ("predict", "explain"):
+        runs, with_weights = with_weights[:n], with_weights[n:]
+        if len(runs) < 2:
+            continue
+        page.goto(f"{url}/{name}")
+        page.wait_for_selector("h1", timeout=120_000)
+        settle(time.perf_counter())
+        if name == "predict":       # predictions on test images (Explain opens on a test image)
+            page.get_by_test_id("stRadio").get_by_text("test images", exact=True).click()
+            settle(time.perf_counter())
+        picker = page.get_by_test_id("stMultiSelect").first
+        remove = picker.get_by_role("button", name=re.compile("^Remove "))     # each chosen run's "x"
+        while remove.count():                                                # the page's default runs
+            remove.first.click()
+            settle(time.perf_counter())
+        times = []
+        for rid in runs:
+            picker.locator("input").click()
+            page.keyboard.type(rid)
+            option = page.get_by_role("option").filter(has_text=f"{rid} (").first   # "ID (model · data · combo)"
+            option.wait_for(timeout=60_000)
+            t = time.perf_counter()
+            option.click()
+            times.append(round(settle(t), 3))
+            page.keyboard.press("Escape")
+        out[name] = {"runs": runs, "each_s": times, "median_s": round(statistics.median(times), 3)}
     return out
 
 
@@ -245,6 +291,9 @@ def main() -> int:
               f"{c['overview_idle_s']:.2f} s" + (f"; Compare, choosing {c['compare_group_nine']}: "
                                                  f"{c['compare_group_nine_s']:.2f} s, choosing {c['compare_group']}: "
                                                  f"{c['compare_group_s']:.2f} s" if "compare_group_s" in c else ""))
+    for page, a in (browser.get("added_run") or {}).items():
+        print(f"browser: {page}, each added run (until idle): " + ", ".join(f"{t:.2f}" for t in a["each_s"])
+              + f" s (median {a['median_s']:.2f} s)")
     for page, r in results.items():
         line = f"{page:<14}{r['cold_s']:>10.2f}{r['warm_s']:>10.2f}"
         if browser:
