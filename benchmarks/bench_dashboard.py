@@ -13,8 +13,9 @@ With --browser it also starts ``streamlit run`` and times, in headless Chromium,
 idle with no placeholder left (script, websocket, drawing included): "browser 1st" = loading the
 page's URL in a fresh session (reload / new tab), "browser later" = the median of arriving at it
 by clicking the sidebar (what a user does between pages); then issue 14's measures: a fresh
-session's Overview until its leaderboard is drawn and until idle, and Compare loading the course
-group closest to 9 runs and the largest one (20 runs on the shipped checkpoints/). Chromium draws on the same CPU.
+session's Overview until its leaderboard is drawn and until idle, Compare loading the course
+group closest to 9 runs and the largest one (20 runs on the shipped checkpoints/), and each run
+added on Predict and Explain. Chromium draws on the same CPU.
 Compare's warm renders have every run selected (its cold render the default first 4). Prints a table, the machine's load average (this
 machine is shared: a high load inflates every number) and one JSON line.
 """
@@ -132,10 +133,10 @@ def browser_times(root: Path, repeats: int) -> dict:
 
 
 def added_run_times(page, url: str, settle, root: Path, n: int = 4) -> dict:
-    """Issue 14's "each added run on Predict / Explain < 1.5 s": on each page, in a fresh session
-    with its default runs removed, add ``n`` runs that have weights, each of another architecture, one at a time (type the id in
-    the run picker, click its option) and time each until idle. The first added run of a page also loads its model
-    (a cold cache); each page's runs are new to it."""
+    """Issue 14's "each added run on Predict / Explain < 1.5 s": on each page, its default runs
+    removed, add ``n`` runs with weights, each of another architecture, one at a time (type the id
+    in the run picker, click its option) and time each until idle. Each page's runs are new to it,
+    so every added run also loads its model (a cold cache)."""
     from core.training.run_folder import list_runs
 
     # one run per architecture (a mix of small nets and ResNets on the shipped runs), not 8 cnn3 seeds
