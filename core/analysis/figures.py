@@ -428,7 +428,8 @@ LOG_TICK_MANTISSAS = ((1,), (1, 2, 5), (1, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3,
 def log_ticks(values: Sequence[float]) -> tuple[list[float], list[float]]:
     """Tick values and the log10 axis range for positive ``values`` on a log axis: the coarsest of
     1 / 1-2-5 / 1-2-3-5-7 / finer steps per decade that puts at least three ticks in the padded
-    range, else the values themselves (all runs at nearly one cost)."""
+    range; on a narrower range (costs a few percent apart, e.g. 10.3M and 10.4M MACs) an even
+    1-2-5 step across it; for a single cost, that cost."""
     logs = [math.log10(float(v)) for v in values]
     lo, hi = min(logs), max(logs)
     pad = max(0.06 * (hi - lo), 0.05)
@@ -438,7 +439,14 @@ def log_ticks(values: Sequence[float]) -> tuple[list[float], list[float]]:
                  if a <= math.log10(m * 10.0 ** k) <= b]
         if len(ticks) >= 3:
             return ticks, [a, b]
-    return sorted({float(v) for v in values})[:5], [a, b]
+    if lo == hi:
+        return [float(values[0])], [a, b]
+    # Writing the costs themselves would put their labels on top of each other: ~5 even steps.
+    low, high = 10.0 ** a, 10.0 ** b
+    raw = (high - low) / 5
+    step = next(m * 10.0 ** math.floor(math.log10(raw)) for m in (1, 2, 5, 10)
+                if m * 10.0 ** math.floor(math.log10(raw)) >= raw)
+    return [k * step for k in range(math.ceil(low / step), math.floor(high / step) + 1)], [a, b]
 
 
 def pareto_figure(run_ids: Sequence[str], costs: Sequence[float], accuracies: Sequence[float], *,

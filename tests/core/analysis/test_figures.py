@@ -129,6 +129,8 @@ def test_pareto_figure_front_and_target_line():
     ([10_326_560, 10_903_168, 52_704_768, 74_766_336], ["10M", "20M", "50M"]),
     ([110_000, 20_000_000], ["100k", "1M", "10M"]),
     ([10_323_456, 10_323_456], ["10.3M"]),                             # one cost: the value itself
+    # cnn3 and pca_cnn (the shipped channel group): their own values as ticks sat on top of each other
+    ([10_323_456, 10_364_416], ["9.5M", "10M", "10.5M", "11M", "11.5M"]),
 ])
 def test_pareto_cost_axis_always_has_numbers(costs, labels):
     """The shipped channel-robustness group (10.3M to 18M MACs) showed an axis without one number."""
