@@ -213,9 +213,29 @@ def classroom_times(page, url: str, settle, repeats: int) -> dict:
             took = settle(t)
             if into is not None:
                 into.append(took)
+    # Each Compare tab of the 9-run group, opened from Summary, median over ``repeats`` (the first
+    # chart of a browser tab also loads plotly.js, about 2 s here: the median leaves that try out).
+    picker.click()
+    page.get_by_role("option").filter(has_text=nine).first.click()
+    settle(time.perf_counter())
+    tabs = {}
+    for name in ("Curves", "Accuracy vs cost", "Confusion matrices", "Per class", "Channel robustness"):
+        took = []
+        for _ in range(repeats):
+            for choice, into in (("Summary", None), (name, took)):
+                t = time.perf_counter()
+                page.get_by_role("tab", name=choice, exact=True).click()
+                page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].every(d => d.data)",
+                                       timeout=120_000)
+                if into is not None:
+                    into.append(settle(t))
+                else:
+                    settle(t)
+        tabs[name] = round(statistics.median(took), 3)
     return {"overview_useful_s": round(statistics.median(useful), 3), "overview_idle_s": round(statistics.median(idle), 3),
             "compare_group": biggest, "compare_group_s": round(statistics.median(group), 3),
-            "compare_group_nine": nine, "compare_group_nine_s": round(statistics.median(group_nine), 3)}
+            "compare_group_nine": nine, "compare_group_nine_s": round(statistics.median(group_nine), 3),
+            "compare_tabs_nine_s": tabs}
 
 
 
@@ -292,6 +312,9 @@ def main() -> int:
               f"{c['overview_idle_s']:.2f} s" + (f"; Compare, choosing {c['compare_group_nine']}: "
                                                  f"{c['compare_group_nine_s']:.2f} s, choosing {c['compare_group']}: "
                                                  f"{c['compare_group_s']:.2f} s" if "compare_group_s" in c else ""))
+    if browser.get("classroom", {}).get("compare_tabs_nine_s"):
+        print(f"browser: Compare tabs of {c['compare_group_nine']}, opened from Summary: "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in c["compare_tabs_nine_s"].items()))
     for page, a in (browser.get("added_run") or {}).items():
         print(f"browser: {page}, each added run (until idle): " + ", ".join(f"{t:.2f}" for t in a["each_s"])
               + f" s (median {a['median_s']:.2f} s)")

@@ -1,6 +1,7 @@
-"""Compare: curves, cost table vs a reference, confusion matrices and their difference, per-class
-metrics, channel-robustness heatmaps, accuracy-versus-cost with the Pareto front, seed groups, and
-the course lessons (core.lessons) the chosen runs test, with their verdicts."""
+"""Compare, in tabs drawn one at a time: Summary (the course lessons the chosen runs test, with
+their verdicts; what differs; cost table vs a reference), curves, accuracy versus cost with the
+Pareto front, confusion matrices with their gallery and difference, per-class metrics, the
+channel-robustness heatmap, and the HTML report."""
 
 import os
 import re
@@ -22,6 +23,12 @@ from dashboard.components.runs import (available_runs, eval_of, metrics_of, mtim
 from dashboard.components.tables import show_table
 
 st.title("Compare runs")
+# A widget that is not drawn in a run loses its state, and the tabs below draw only the open one:
+# the settings inside tabs are re-stored on every run, so they are still there when their tab is
+# opened again (Streamlit keeps a value set through session_state).
+KEPT_SETTINGS = ("cmp_norm", "cmp_cm_two", "cmp_a", "cmp_b", "cmp_axis", "cmp_gallery_run")
+for _key in [k for k in st.session_state if k in KEPT_SETTINGS or k.startswith(("cmp_cm_runs_", "cmp_gallery_cell_"))]:
+    st.session_state[_key] = st.session_state[_key]
 # Enough images to see a pattern in a confusion, few enough to draw at once.
 GALLERY_SIZE = 12
 # Confusion matrices drawn by default: each is a large figure; more on request.
@@ -193,82 +200,90 @@ runs = {r.run_id: r for r in chosen}
 styles = figures.run_styles([r.run_id for r in chosen])
 models = {r["run_id"]: r.get("model") for r in rows}
 group_seeds = st.toggle("Group runs that differ only in seed (mean ± std)", value=True, key="cmp_group")
-
-# ---- course lessons these runs test ---------------------------------------------------------------
-_show_lessons([r.run_id for r in chosen])
-
-# ---- what differs -----------------------------------------------------------------------------------
-st.subheader("What differs between these runs")
-differs = compare.config_differences([r["run_id"] for r in rows], configs)
-if len(rows) < 2:
-    st.info("Choose two or more runs to see the settings that differ between them.")
-elif differs.empty:
-    st.info("The chosen runs have identical settings (they differ in nothing a config records).")
-else:
-    st.caption("Only the settings whose values differ; a comparison of runs that differ in more than the "
-               "setting under study is confounded.")
-    show_table(differs.reset_index(), key="cmp_differs", hide_index=True)
-
-# ---- curves -----------------------------------------------------------------------------------------
-st.subheader("Training curves")
 groups = compare.group_runs([r["run_id"] for r in rows], configs, by_seed=group_seeds)
-group_styles = {name: styles[members[0]] for name, members in groups.items()}
-fig = _figure(("curves", tuple((name, tuple(members), tuple(mtime_of(runs[m].metrics_path) for m in members),
-                                  group_styles[name]) for name, members in groups.items())),
-              lambda: figures.curves_figure([(name, [metrics_of(runs[m]) for m in members])
-                                             for name, members in groups.items()], styles=group_styles))
-if fig.data:
-    st.plotly_chart(fig, key="cmp_curves")
-    st.caption("Top: train, bottom: validation. Each run keeps its colour and line style in every figure of "
-               "this page. Bands: ± one standard deviation over seeds.")
-else:
-    st.info("The chosen runs have no finished epoch yet (metrics.jsonl is empty).")
+evals = {r.run_id: eval_of(r) for r in chosen}
+with_eval = [rid for rid, ev in evals.items() if ev and ev.get("confusion_matrix")]
 
-# ---- cost table -------------------------------------------------------------------------------------
-st.subheader("Cost and accuracy")
+# The reference and target serve the cost table, the accuracy-versus-cost plot and the report.
 c1, c2 = st.columns([2, 1])
-reference = c1.selectbox("Reference run", [r["run_id"] for r in rows], key="cmp_ref",
-                         index=int(np.nanargmax([r["macs"] or 0 for r in rows])) if rows else 0)
+reference = c1.selectbox("Reference run (cost table, accuracy versus cost, report)", [r["run_id"] for r in rows],
+                         key="cmp_ref", index=int(np.nanargmax([r["macs"] or 0 for r in rows])) if rows else 0)
 target = c2.slider("Target (% of reference accuracy)", 50, 100, 90, key="cmp_target")
 costs = figures.cost_table_frame(rows, reference=reference, target=target / 100)
-cost_view = figures.readable_table(costs)
-show_table(cost_view, key="cmp_costs", hide_index=True, csv_frame=costs,
-           column_config={"Run": st.column_config.TextColumn(
-               "Run", pinned=True, width=figures.text_column_width(cost_view["Run"].tolist(), "Run"))})
-st.caption(f"Params and MACs of one image at the run's input (C x H x W); FLOPs = 2 x MACs. "
-           f"{figures.ACC_PER_GMAC_DEFINITION} The CSV holds the exact numbers.")
-if costs["test_acc"].isna().all():
-    st.info("No chosen run has a test accuracy yet: eval.json is written when a training finishes.")
-if group_seeds and any(len(v) > 1 for v in groups.values()):
-    st.markdown("**Seed groups (mean ± std)**")
-    show_table(compare.group_by_seed(rows, configs), key="cmp_seed_groups", hide_index=True)
 
-# ---- accuracy versus cost ---------------------------------------------------------------------------
-st.subheader("Accuracy versus cost")
-COST_AXES = {"MACs (one image)": costs["macs"], "parameters": costs["params"],
-             "latency (ms per image, measured)": 1000.0 / costs["inference_images_per_s"]}
-axis = st.radio("Cost axis", list(COST_AXES), horizontal=True, key="cmp_axis")
-if (COST_AXES[axis].notna() & costs["test_acc"].notna()).sum() == 0:
-    st.info("Needs runs with both a test accuracy (eval.json) and this cost.")
-else:
+
+def _summary() -> None:
+    # ---- course lessons these runs test ------------------------------------------------------------
+    _show_lessons([r.run_id for r in chosen])
+    # ---- what differs --------------------------------------------------------------------------------
+    st.subheader("What differs between these runs")
+    differs = compare.config_differences([r["run_id"] for r in rows], configs)
+    if len(rows) < 2:
+        st.info("Choose two or more runs to see the settings that differ between them.")
+    elif differs.empty:
+        st.info("The chosen runs have identical settings (they differ in nothing a config records).")
+    else:
+        st.caption("Only the settings whose values differ; a comparison of runs that differ in more than the "
+                   "setting under study is confounded.")
+        show_table(differs.reset_index(), key="cmp_differs", hide_index=True)
+    # ---- cost table ----------------------------------------------------------------------------------
+    st.subheader("Cost and accuracy")
+    cost_view = figures.readable_table(costs)
+    show_table(cost_view, key="cmp_costs", hide_index=True, csv_frame=costs,
+               column_config={"Run": st.column_config.TextColumn(
+                   "Run", pinned=True, width=figures.text_column_width(cost_view["Run"].tolist(), "Run"))})
+    st.caption(f"Params and MACs of one image at the run's input (C x H x W); FLOPs = 2 x MACs. "
+               f"{figures.ACC_PER_GMAC_DEFINITION} The CSV holds the exact numbers.")
+    if costs["test_acc"].isna().all():
+        st.info("No chosen run has a test accuracy yet: eval.json is written when a training finishes.")
+    if group_seeds and any(len(v) > 1 for v in groups.values()):
+        st.markdown("**Seed groups (mean ± std)**")
+        show_table(compare.group_by_seed(rows, configs), key="cmp_seed_groups", hide_index=True)
+
+
+def _curves() -> None:
+    group_styles = {name: styles[members[0]] for name, members in groups.items()}
+    fig = _figure(("curves", tuple((name, tuple(members), tuple(mtime_of(runs[m].metrics_path) for m in members),
+                                      group_styles[name]) for name, members in groups.items())),
+                  lambda: figures.curves_figure([(name, [metrics_of(runs[m]) for m in members])
+                                                 for name, members in groups.items()], styles=group_styles))
+    if fig.data:
+        st.plotly_chart(fig, key="cmp_curves")
+        st.caption("Top: train, bottom: validation. Each run keeps its colour and line style in every figure of "
+                   "this page. Bands: ± one standard deviation over seeds.")
+    else:
+        st.info("The chosen runs have no finished epoch yet (metrics.jsonl is empty).")
+
+
+def _accuracy_vs_cost() -> None:
+    cost_axes = {"MACs (one image)": costs["macs"], "parameters": costs["params"],
+                 "latency (ms per image, measured)": 1000.0 / costs["inference_images_per_s"]}
+    axis = st.radio("Cost axis", list(cost_axes), horizontal=True, key="cmp_axis")
+    if (cost_axes[axis].notna() & costs["test_acc"].notna()).sum() == 0:
+        st.info("Needs runs with both a test accuracy (eval.json) and this cost.")
+        return
     ref_acc = costs.loc[costs["run_id"] == reference, "test_acc"]
     target_line = (float(ref_acc.iloc[0]) * target / 100, f"{target}% of {reference}") \
         if not ref_acc.empty and pd.notna(ref_acc.iloc[0]) else None
-    pareto_key = ("pareto", axis, tuple(costs["run_id"]), tuple(COST_AXES[axis].astype(float)),
+    pareto_key = ("pareto", axis, tuple(costs["run_id"]), tuple(cost_axes[axis].astype(float)),
                   tuple(costs["test_acc"].astype(float)), target_line, tuple(styles.get(r) for r in costs["run_id"]))
     st.plotly_chart(_figure(pareto_key, lambda: figures.pareto_figure(
-        costs["run_id"], COST_AXES[axis], costs["test_acc"], cost_label=axis, log_x=not axis.startswith("latency"),
+        costs["run_id"], cost_axes[axis], costs["test_acc"], cost_label=axis, log_x=not axis.startswith("latency"),
         target=target_line, styles=styles)), key="cmp_pareto")
-    st.caption("Hover a point for its run and numbers; the legend names each run's marker.")
+    st.caption("Hover a point for its run and numbers; the legend names each run's marker. The dashed line: "
+               "the target accuracy (the reference run and target above the tabs).")
 
-# ---- confusion matrices ------------------------------------------------------------------------------
-evals = {r.run_id: eval_of(r) for r in chosen}
-with_eval = [rid for rid, ev in evals.items() if ev and ev.get("confusion_matrix")]
-st.subheader("Confusion matrices")
-if not with_eval:
-    st.info("None of the chosen runs has an eval.json yet (it is written at the end of a training, or by "
-            "`python -m core.evaluate RUN_DIR`).")
-else:
+
+def _no_eval() -> bool:
+    if not with_eval:
+        st.info("None of the chosen runs has an eval.json yet (it is written at the end of a training, or by "
+                "`python -m core.evaluate RUN_DIR`).")
+    return not with_eval
+
+
+def _confusions() -> None:
+    if _no_eval():
+        return
     normalised = st.toggle("Normalise rows (recall on the diagonal)", value=True, key="cmp_norm")
     # Raw counts share one colour scale across runs, so a darker cell means more images everywhere.
     zmax = None if normalised else max(float(np.max(evals[rid]["confusion_matrix"])) for rid in with_eval)
@@ -313,30 +328,34 @@ else:
             st.plotly_chart(figures.class_change_figure(change), key="cmp_change")
             show_table(figures.decimals_frame(change), key="cmp_change_table", hide_index=True, csv_frame=change)
 
-    st.subheader("Per-class precision, recall and F1")
+
+def _per_class() -> None:
+    if _no_eval():
+        return
     per_class = pd.concat([compare.per_class_table(evals[rid]).assign(run=rid) for rid in with_eval],
                           ignore_index=True)
     per_class = per_class[["run"] + [c for c in per_class.columns if c != "run"]]
     st.plotly_chart(figures.per_class_f1_figure(per_class, styles), key="cmp_f1")
     show_table(figures.decimals_frame(per_class), key="cmp_per_class", hide_index=True, csv_frame=per_class)
 
-# ---- channel robustness ------------------------------------------------------------------------------
-st.subheader("Channel robustness (trained combination × tested combination)")
-# With seed grouping, one row per condition (its seeds averaged), named like the curves' groups.
-rob_evals = compare.seed_mean_evals(evals, groups) if group_seeds else evals
-rob_models = {name: models.get(members[0]) for name, members in groups.items()} if group_seeds else models
-labels, tested, z = compare.robustness_by_run(list(rob_evals.items()), rob_models)
-if not labels:
-    st.info("No chosen run has a channel-robustness row in eval.json (greyscale datasets have none).")
-else:
+
+def _robustness() -> None:
+    # With seed grouping, one row per condition (its seeds averaged), named like the curves' groups.
+    rob_evals = compare.seed_mean_evals(evals, groups) if group_seeds else evals
+    rob_models = {name: models.get(members[0]) for name, members in groups.items()} if group_seeds else models
+    labels, tested, z = compare.robustness_by_run(list(rob_evals.items()), rob_models)
+    if not labels:
+        st.info("No chosen run has a channel-robustness row in eval.json (greyscale datasets have none).")
+        return
     chances = {compare.chance_level(ev) for ev in evals.values() if (ev or {}).get("channel_robustness")}
     chance = chances.pop() if len(chances) == 1 else None
     st.plotly_chart(figures.robustness_heatmap(labels, tested, z, chance=chance), key="cmp_cr")
     st.caption("Rows: each run's model and the combination it was trained on"
                + (" (runs differing only in seed averaged into one row)" if group_seeds else "")
-               + "; columns: the combination it was tested on. " + (f"Grey: at or below chance ({chance:.3f} = 1 / number of classes); cells up to "
-                                f"{compare.AT_CHANCE_MARGIN:.2f} above it read '≈ chance'." if chance else
-                                "The runs are on datasets with different numbers of classes: no single chance level."))
+               + "; columns: the combination it was tested on. "
+               + (f"Grey: at or below chance ({chance:.3f} = 1 / number of classes); cells up to "
+                  f"{compare.AT_CHANCE_MARGIN:.2f} above it read '≈ chance'." if chance else
+                  "The runs are on datasets with different numbers of classes: no single chance level."))
     for note in compare.robustness_notes(list(evals.items())):
         st.markdown(f"- {note}")
     matrix = compare.channel_robustness_matrix(list(evals.values()), [models.get(rid) for rid in evals])
@@ -344,22 +363,34 @@ else:
     matrix = matrix.reset_index()
     show_table(figures.decimals_frame(matrix), key="cmp_robustness", hide_index=True, csv_frame=matrix)
 
-# ---- report -----------------------------------------------------------------------------------------
-st.subheader("Report to hand in")
-st.caption("One self-contained HTML file (plotly inlined, opens offline): curves, cost table against the "
-           "reference run, confusion matrices and channel-robustness heatmaps of the chosen runs. "
-           "Same as `python -m core.report RUN_DIR ... --out report.html`.")
-report_key = (tuple(str(r.path) for r in chosen), tuple(mtime_of(r.eval_path) for r in chosen), reference)
-if st.button("Build report", key="cmp_build_report"):
-    try:
-        with st.spinner("Building the report (counts each model's cost once)..."):
-            st.session_state["cmp_report"] = (report_key, build_report_html(list(report_key[0]), reference=reference,
-                                                                               lessons_suite=SUITE))
-    except ArchScopeError as exc:
-        st.error(f"Could not build the report: {exc}")
-built = st.session_state.get("cmp_report")
-if built and built[0] == report_key:
-    st.download_button("Download report.html", built[1], file_name="archscope-report.html", mime="text/html",
-                       key="cmp_report_download")
-elif built:
-    st.info("The chosen runs changed since the report was built: build it again.")
+
+def _report() -> None:
+    st.caption("One self-contained HTML file (plotly inlined, opens offline): curves, cost table against the "
+               "reference run, confusion matrices and channel-robustness heatmaps of the chosen runs. "
+               "Same as `python -m core.report RUN_DIR ... --out report.html`.")
+    report_key = (tuple(str(r.path) for r in chosen), tuple(mtime_of(r.eval_path) for r in chosen), reference)
+    if st.button("Build report", key="cmp_build_report"):
+        try:
+            with st.spinner("Building the report (counts each model's cost once)..."):
+                st.session_state["cmp_report"] = (report_key, build_report_html(
+                    list(report_key[0]), reference=reference, lessons_suite=SUITE))
+        except ArchScopeError as exc:
+            st.error(f"Could not build the report: {exc}")
+    built = st.session_state.get("cmp_report")
+    if built and built[0] == report_key:
+        st.download_button("Download report.html", built[1], file_name="archscope-report.html", mime="text/html",
+                           key="cmp_report_download")
+    elif built:
+        st.info("The chosen runs changed since the report was built: build it again.")
+
+
+# One tab at a time: only the open tab's part of the page runs and is drawn (on_change="rerun"
+# makes the tabs lazy). Drawing every figure at once (10 plotly charts and 7 grids for a course
+# group) took Chromium 1.5-2 s on 2 cores at each visit; a tab is drawn when it is opened.
+SECTIONS = {"Summary": _summary, "Curves": _curves, "Accuracy vs cost": _accuracy_vs_cost,
+            "Confusion matrices": _confusions, "Per class": _per_class, "Channel robustness": _robustness,
+            "Report": _report}
+for tab, section in zip(st.tabs(list(SECTIONS), key="cmp_tab", on_change="rerun"), SECTIONS.values()):
+    if tab.open:
+        with tab:
+            section()

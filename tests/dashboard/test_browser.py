@@ -97,10 +97,14 @@ def test_every_page_opens(server, page):
         _open(page, url, path)
         page.get_by_role("heading", name=heading).first.wait_for()
         _no_exception(page)
-        if path in ("compare", "architecture"):
-            page.locator(".js-plotly-plot").first.wait_for()
         if path in ("compare", "architecture", ""):
             page.locator("[data-testid='stDataFrame']").first.wait_for()
+        if path == "compare":           # its figures are in tabs, drawn when opened
+            page.get_by_role("tab", name="Curves", exact=True).click()
+            _settle(page)
+            _no_exception(page)
+        if path in ("compare", "architecture"):
+            page.locator(".js-plotly-plot").first.wait_for()
         _shot(page, f"page_{path or 'overview'}.png")
 
 

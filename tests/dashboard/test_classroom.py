@@ -131,9 +131,22 @@ def _load_group(pg, group: str) -> None:
     pg.get_by_test_id("stSelectbox").filter(has_text="Load a course experiment").click()
     pg.get_by_role("option").filter(has_text=group).click()
     _settle(pg, 1.5)
-    # plotly draws after the script ends: wait until every chart of the page has its data
-    pg.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].length > 0 && "
-                         "[...document.querySelectorAll('.js-plotly-plot')].every(d => d.data)", timeout=120_000)
+
+
+def _tab(pg, name: str) -> None:
+    """Open one of Compare's tabs (only the open tab is drawn) and wait for its charts' data."""
+    pg.get_by_role("tab", name=name, exact=True).click()
+    _settle(pg, 1.0)
+    pg.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].every(d => d.data)", timeout=120_000)
+    assert pg.locator("[data-testid='stException']").count() == 0
+
+
+def _wait_for_value(select, text: str, timeout: float = 120) -> None:
+    """Wait until a selectbox shows ``text`` as its value."""
+    deadline = time.time() + timeout
+    while text not in select.aria_snapshot():
+        assert time.time() < deadline, select.aria_snapshot()
+        time.sleep(0.5)
 
 
 def _overlaps(boxes: list[dict]) -> list[tuple[str, str]]:
@@ -182,13 +195,19 @@ def test_compare_group_runs_have_one_distinct_style_each_in_every_figure(server,
     _load_group(pg, "channel-robustness")
     pg.get_by_test_id("stCheckbox").filter(has_text="Group runs that differ only in seed").click()
     _settle(pg, 1.5)
-    pg.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].every(d => d.data)", timeout=120_000)
-    traces = pg.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map((d, fi) =>
-        (d.data || []).filter(t => t.name && t.type !== 'heatmap' && t.fill !== 'toself').map(t => ({
-            figure: fi, name: t.name,
-            colour: (t.line && t.line.color) || (t.marker && t.marker.color) || null,
-            dash: (t.line && t.line.dash) || (t.marker && t.marker.pattern && t.marker.pattern.shape) || 'solid'})))
-        .flat()""")
+    traces, rows = [], []
+    for tab in ("Curves", "Accuracy vs cost", "Per class"):        # the tabs whose figures name runs
+        _tab(pg, tab)
+        traces += pg.evaluate("""tab => [...document.querySelectorAll('.js-plotly-plot')].map((d, fi) =>
+            (d.data || []).filter(t => t.name && t.type !== 'heatmap' && t.fill !== 'toself').map(t => ({
+                figure: `${tab} ${fi}`, name: t.name,
+                colour: (t.line && t.line.color) || (t.marker && t.marker.color) || null,
+                dash: (t.line && t.line.dash) || (t.marker && t.marker.pattern && t.marker.pattern.shape) || 'solid'})))
+            .flat()""", tab)
+        rows += pg.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(d => (d.data || [])
+            .filter(t => t.type === 'heatmap' && t.colorbar && t.colorbar.title
+                    && (t.colorbar.title.text || t.colorbar.title) === 'F1')
+            .map(t => t.y))""")
     runs = suite_groups("seeds")["channel-robustness"]
     assert len(runs) >= 9
     per_run = {}
@@ -198,10 +217,6 @@ def test_compare_group_runs_have_one_distinct_style_each_in_every_figure(server,
     figures_with_all = {t["figure"] for t in traces if t["name"] == runs[-1]}
     assert len(figures_with_all) >= 2, traces[:5]           # curves and Pareto at least
     # per-class F1 of 20 runs: one heatmap row per run (grouped bars would be 2 px wide)
-    rows = pg.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(d => (d.data || [])
-        .filter(t => t.type === 'heatmap' && t.colorbar && t.colorbar.title
-                && (t.colorbar.title.text || t.colorbar.title) === 'F1')
-        .map(t => t.y))""")
     assert len(rows) == 1 and list(rows[0]) == runs
     assert set(per_run) == set(runs)
     # one colour per run in every figure, and no two runs alike
@@ -220,6 +235,7 @@ def test_zero_fill_group_has_a_7x7_robustness_heatmap_with_chance_marked(server,
     pg = _page(browser, 1400)
     _open(pg, server, "compare")
     _load_group(pg, "channel-robustness")
+    _tab(pg, "Channel robustness")
     heat = pg.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map(d => d.data && d.data[0])
         .filter(t => t && t.type === 'heatmap' && String(t.hovertemplate || '').includes('tested on'))
         .map(t => ({x: t.x, y: t.y, ticktext: t.colorbar && t.colorbar.ticktext, text: t.text}))""")
@@ -254,3 +270,54 @@ def test_cost_table_shows_counts_in_full(server, browser):
     grid.screenshot(path=str(SHOTS / "cost_table_1000.png"))
     pg.close()
 
+
+@needs_shipped
+@pytest.mark.browser
+@pytest.mark.slow
+def test_compare_draws_only_the_open_tab_and_keeps_its_settings(server, browser):
+    """Switching to Compare draws the Summary tab only (no chart); a tab's settings survive opening
+    another tab and coming back (a widget that is not drawn would otherwise lose its state)."""
+    pg = _page(browser, 1400)
+    _open(pg, server, "compare")
+    _load_group(pg, "plain-vs-deformable")
+    assert pg.locator(".js-plotly-plot").count() == 0
+    assert pg.get_by_test_id("stDataFrame").count() >= 2                 # what differs, the cost table
+    _tab(pg, "Confusion matrices")
+    assert pg.locator(".js-plotly-plot").count() >= 2
+    pg.get_by_test_id("stCheckbox").filter(has_text="Normalise rows").click()
+    _settle(pg, 1.0)
+    _tab(pg, "Curves")
+    assert pg.get_by_test_id("stCheckbox").filter(has_text="Normalise rows").count() == 0
+    _tab(pg, "Confusion matrices")
+    assert not pg.get_by_test_id("stCheckbox").filter(has_text="Normalise rows").locator("input").is_checked()
+    pg.close()
+
+
+@needs_shipped
+@pytest.mark.browser
+@pytest.mark.slow
+def test_clicking_a_confusion_opens_its_images(server, browser):
+    """A click on a cell off the diagonal of a confusion matrix sets the gallery to that run and cell."""
+    pg = _page(browser, 1400)
+    _open(pg, server, "compare")
+    _load_group(pg, "plain-vs-deformable")
+    _tab(pg, "Confusion matrices")
+    graph = pg.locator(".js-plotly-plot").filter(has_text="predicted").first
+    graph.scroll_into_view_if_needed()
+    target = graph.evaluate("""d => {
+        const t = d.data.find(t => t.name === 'click a confusion');
+        const L = d._fullLayout, x = t.x[0], y = t.y[0];
+        return {x: L.xaxis._offset + L.xaxis.d2p(x), y: L.yaxis._offset + L.yaxis.d2p(y), true_: y, pred: x,
+                run: (L.title.text || '').replace(/<[^>]*>/g, '').split(':')[0]};
+    }""")
+    box = graph.bounding_box()
+    pg.mouse.click(box["x"] + target["x"], box["y"] + target["y"])
+    # a selectbox shows its value in its combobox (the accessible tree), not as the element's text
+    _wait_for_value(pg.get_by_test_id("stSelectbox").filter(has_text="True → predicted"),
+                    f"{target['true_']} → {target['pred']}")
+    _wait_for_value(pg.get_by_test_id("stSelectbox").filter(has=pg.get_by_role("combobox", name="Run", exact=True)),
+                    target["run"])
+    _settle(pg, 1.5)
+    assert pg.locator("[data-testid='stImage']").count() > 0                   # its test images are drawn
+    pg.screenshot(path=str(SHOTS / "confusion_click.png"), full_page=False)
+    pg.close()

@@ -71,8 +71,15 @@ def test_train_page_imports_a_zipped_run_and_refuses_a_bad_one(app, runs_env, tm
         shutil.rmtree(runs_env / "gpu_run", ignore_errors=True)
 
 
+def _compare_tab(at, name: str):
+    """Open one of Compare's tabs (only the open tab's part of the page runs)."""
+    at.session_state["cmp_tab"] = name
+    return at.run()
+
+
 def test_compare_page_tables(app, runs_env):
     at = goto(app, "compare")
+    assert not any("f1" in d.value.columns for d in at.dataframe)          # only the open tab (Summary) ran
     costs = table_with(at, "Accuracy (% of ref)").set_index("Run")
     ref = at.selectbox(key="cmp_ref").value
     for run in ("cnn2_rg", "deform"):
@@ -81,6 +88,7 @@ def test_compare_page_tables(app, runs_env):
     assert costs.loc[ref, "Accuracy (% of ref)"] == "100.0"
     differs = table_with(at, "setting").set_index("setting")               # what differs: model, channels...
     assert {"model", "channels"} <= set(differs.index) and "seed" not in differs.index
+    _compare_tab(at, "Confusion matrices")
     change = table_with(at, "change")
     a, b = at.selectbox(key="cmp_a").value, at.selectbox(key="cmp_b").value
     cm_a = np.array(_eval(runs_env, a)["confusion_matrix"], float)
@@ -88,9 +96,6 @@ def test_compare_page_tables(app, runs_env):
     expected = np.diag(cm_a / cm_a.sum(1, keepdims=True).clip(1)) - np.diag(cm_b / cm_b.sum(1, keepdims=True).clip(1))
     assert all(len(v.split(".")[1]) == 3 for v in change["change"])          # shown to 3 decimals, as text
     assert change["change"].astype(float).to_numpy() == pytest.approx(expected, abs=5e-4)
-    robust = table_with(at, "RGB").set_index("trained")
-    tested = _eval(runs_env, "cnn2_rg")["channel_robustness"]["tested"]
-    assert robust.loc["cnn2 · RG (zero-fill)", "RG"] == f"{tested['RG']:.3f}"
     # the misclassified gallery: a confusion of the first run, its images with probabilities
     from core.analysis.compare import confusions
 
@@ -101,16 +106,26 @@ def test_compare_page_tables(app, runs_env):
     assert not at.exception and not at.error, [e.value for e in at.error]
     shown = [c for im in at.image for c in im.captions if c.startswith("#")]
     assert shown and all("p(" in c for c in shown)
-    per_class = table_with(at, "f1")
-    assert set(per_class["run"]) == {"cnn2_rg", "deform"}
-    # the normalised/raw toggle
+    # the normalised/raw toggle, kept while another tab is open
     at.toggle(key="cmp_norm").set_value(False).run()
     assert not at.exception
+    _compare_tab(at, "Per class")
+    per_class = table_with(at, "f1")
+    assert set(per_class["run"]) == {"cnn2_rg", "deform"}
+    _compare_tab(at, "Channel robustness")
+    robust = table_with(at, "RGB").set_index("trained")
+    tested = _eval(runs_env, "cnn2_rg")["channel_robustness"]["tested"]
+    assert robust.loc["cnn2 · RG (zero-fill)", "RG"] == f"{tested['RG']:.3f}"
+    _compare_tab(at, "Confusion matrices")
+    assert at.toggle(key="cmp_norm").value is False
+    for tab in ("Curves", "Accuracy vs cost", "Report"):
+        _compare_tab(at, tab)
+        assert not at.exception, tab
     assert not at.error
 
 
 def test_compare_page_builds_the_report(app, runs_env):
-    at = goto(app, "compare")
+    at = _compare_tab(goto(app, "compare"), "Report")
     at.button(key="cmp_build_report").click().run(timeout=300)
     assert not at.exception and not at.error
     _, html = at.session_state["cmp_report"]

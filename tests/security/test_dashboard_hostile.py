@@ -84,6 +84,11 @@ def test_overview_and_train_pages_on_broken_run_folders(tmp_path, monkeypatch):
     assert len(table) == 8 and table.loc["dead_pid", "State"] == "failed"
     for page in ("compare", "predict", "explain", "architecture"):
         goto(at, page)
+    for tab in ("Curves", "Accuracy vs cost", "Confusion matrices", "Per class", "Channel robustness", "Report"):
+        goto(at, "compare")             # each Compare tab runs only when open
+        at.session_state["cmp_tab"] = tab
+        at.run()
+        assert not at.exception, (tab, [e.value for e in at.exception])
 
 
 def _zip(entries) -> bytes:
