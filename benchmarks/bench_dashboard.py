@@ -173,6 +173,19 @@ def added_run_times(page, url: str, settle, root: Path, n: int = 4) -> dict:
             times.append(round(settle(t), 3))
             page.keyboard.press("Escape")
         out[name] = {"runs": runs, "each_s": times, "median_s": round(statistics.median(times), 3)}
+        if name == "explain":   # then each other tab with those runs, opened from the CAMs (computed once)
+            tabs = {}
+            for tab in ("Attention", "Dynamic conv", "Deformable conv"):
+                took = []
+                for into in (None, took, None, took):
+                    t = time.perf_counter()
+                    page.get_by_role("tab", name=tab if into is not None else "CAMs",
+                                     exact=True).click()
+                    elapsed = settle(t)
+                    if into is not None:
+                        into.append(round(elapsed, 3))
+                tabs[tab] = took
+            out[name]["tabs_s"] = tabs
     return out
 
 
@@ -219,7 +232,7 @@ def classroom_times(page, url: str, settle, repeats: int) -> dict:
     page.get_by_role("option").filter(has_text=nine).first.click()
     settle(time.perf_counter())
     tabs = {}
-    for name in ("Curves", "Accuracy vs cost", "Confusion matrices", "Per class", "Channel robustness"):
+    for name in ("Curves", "Accuracy vs cost", "Confusions", "Per class", "Robustness"):
         took = []
         for _ in range(repeats):
             for choice, into in (("Summary", None), (name, took)):
@@ -318,6 +331,9 @@ def main() -> int:
     for page, a in (browser.get("added_run") or {}).items():
         print(f"browser: {page}, each added run (until idle): " + ", ".join(f"{t:.2f}" for t in a["each_s"])
               + f" s (median {a['median_s']:.2f} s)")
+        if a.get("tabs_s"):
+            print(f"browser: {page} tabs with those runs (first open, again): "
+                  + "; ".join(f"{k} " + ", ".join(f"{t:.2f}" for t in v) + " s" for k, v in a["tabs_s"].items()))
     for page, r in results.items():
         line = f"{page:<14}{r['cold_s']:>10.2f}{r['warm_s']:>10.2f}"
         if browser:

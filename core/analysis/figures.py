@@ -534,15 +534,23 @@ def kernel_attention_figure(rows: Sequence[dict], run_id: str) -> go.Figure:
     df = pd.DataFrame(list(rows))
     layers = list(dict.fromkeys(df["layer"]))
     kernels = list(dict.fromkeys(df["kernel"]))
-    fig = make_subplots(rows=1, cols=len(layers), subplot_titles=[readable_layer_name(x) for x in layers], shared_yaxes=True)
+    # One layer: its name goes in the title (a panel title would sit on top of the figure's own).
+    titles = [readable_layer_name(x) for x in layers] if len(layers) > 1 else None
+    fig = make_subplots(rows=1, cols=len(layers), subplot_titles=titles, shared_yaxes=True)
     for li, layer in enumerate(layers):
         for ki, kernel in enumerate(kernels):
             part = df[(df["layer"] == layer) & (df["kernel"] == kernel)]
             fig.add_trace(go.Bar(x=part["combo"], y=part["weight"], name=f"kernel {kernel}", legendgroup=str(kernel),
                                  marker_color=PALETTE[ki % len(PALETTE)], showlegend=li == 0), row=1, col=li + 1)
     fig.update_xaxes(title_text="channel combination")
-    fig.update_yaxes(title_text="weight", col=1)
-    return _finish(fig, height=340, title=f"{run_id}: softmax weight of each kernel", barmode="group")
+    fig.update_yaxes(title_text="softmax weight", col=1)
+    if len(layers) == 1:
+        return _finish(fig, height=340, title=f"{run_id}: kernel attention in {readable_layer_name(layers[0])}",
+                       barmode="group")
+    fig = _finish(fig, height=360, title=f"{run_id}: kernel attention", barmode="group")
+    # the panels' titles take the line just above the plots: the figure's title goes one line higher
+    fig.update_layout(title_pad_b=30, margin_t=_MARGIN["t"] + 24)
+    return fig
 
 
 def deform_points_figure(seen: np.ndarray, regular: np.ndarray, deformed: np.ndarray,

@@ -388,7 +388,7 @@ def _report() -> None:
 # makes the tabs lazy). Drawing every figure at once (10 plotly charts and 7 grids for a course
 # group) took Chromium 1.5-2 s on 2 cores at each visit; a tab is drawn when it is opened.
 SECTIONS = {"Summary": _summary, "Curves": _curves, "Accuracy vs cost": _accuracy_vs_cost,
-            "Confusion matrices": _confusions, "Per class": _per_class, "Channel robustness": _robustness,
+            "Confusions": _confusions, "Per class": _per_class, "Robustness": _robustness,
             "Report": _report}
 for tab, section in zip(st.tabs(list(SECTIONS), key="cmp_tab", on_change="rerun"), SECTIONS.values()):
     if tab.open:

@@ -235,7 +235,7 @@ def test_zero_fill_group_has_a_7x7_robustness_heatmap_with_chance_marked(server,
     pg = _page(browser, 1400)
     _open(pg, server, "compare")
     _load_group(pg, "channel-robustness")
-    _tab(pg, "Channel robustness")
+    _tab(pg, "Robustness")
     heat = pg.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map(d => d.data && d.data[0])
         .filter(t => t && t.type === 'heatmap' && String(t.hovertemplate || '').includes('tested on'))
         .map(t => ({x: t.x, y: t.y, ticktext: t.colorbar && t.colorbar.ticktext, text: t.text}))""")
@@ -282,13 +282,13 @@ def test_compare_draws_only_the_open_tab_and_keeps_its_settings(server, browser)
     _load_group(pg, "plain-vs-deformable")
     assert pg.locator(".js-plotly-plot").count() == 0
     assert pg.get_by_test_id("stDataFrame").count() >= 2                 # what differs, the cost table
-    _tab(pg, "Confusion matrices")
+    _tab(pg, "Confusions")
     assert pg.locator(".js-plotly-plot").count() >= 2
     pg.get_by_test_id("stCheckbox").filter(has_text="Normalise rows").click()
     _settle(pg, 1.0)
     _tab(pg, "Curves")
     assert pg.get_by_test_id("stCheckbox").filter(has_text="Normalise rows").count() == 0
-    _tab(pg, "Confusion matrices")
+    _tab(pg, "Confusions")
     assert not pg.get_by_test_id("stCheckbox").filter(has_text="Normalise rows").locator("input").is_checked()
     pg.close()
 
@@ -301,7 +301,7 @@ def test_clicking_a_confusion_opens_its_images(server, browser):
     pg = _page(browser, 1400)
     _open(pg, server, "compare")
     _load_group(pg, "plain-vs-deformable")
-    _tab(pg, "Confusion matrices")
+    _tab(pg, "Confusions")
     graph = pg.locator(".js-plotly-plot").filter(has_text="predicted").first
     graph.scroll_into_view_if_needed()
     target = graph.evaluate("""d => {
@@ -320,4 +320,21 @@ def test_clicking_a_confusion_opens_its_images(server, browser):
     _settle(pg, 1.5)
     assert pg.locator("[data-testid='stImage']").count() > 0                   # its test images are drawn
     pg.screenshot(path=str(SHOTS / "confusion_click.png"), full_page=False)
+    pg.close()
+
+
+@needs_shipped
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["compare", "explain"])
+def test_every_tab_label_is_visible_at_1000_px(server, browser, path):
+    """The tab bar fits the page at 1000 px: no tab hidden behind a scroll arrow."""
+    pg = _page(browser, 1000)
+    _open(pg, server, path)
+    bar = pg.get_by_role("tablist").first
+    bar.wait_for()
+    fit = bar.evaluate("e => ({scroll: e.scrollWidth, client: e.clientWidth})")
+    assert fit["scroll"] <= fit["client"] + 1, fit
+    labels = pg.get_by_role("tab").all_inner_texts()
+    assert len(labels) >= 5 and all(pg.get_by_role("tab", name=t, exact=True).is_visible() for t in labels)
     pg.close()

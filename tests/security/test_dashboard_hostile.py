@@ -68,6 +68,10 @@ def test_explain_page_hostile_upload_then_a_good_one(tmp_path, monkeypatch):
     at.file_uploader(key="ex_upload").upload("anim.gif", odd_but_valid_uploads()["anim.gif"], "image/gif").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any(c.startswith("Grad-CAM for") for im in at.image for c in im.captions)
+    for tab in ("Attention", "Dynamic conv", "Deformable conv", "Embeddings"):
+        at.session_state["ex_tab"] = tab        # the uploaded image, explained in each tab
+        at.run()
+        assert not at.exception, (tab, [e.value for e in at.exception])
 
 
 def test_overview_and_train_pages_on_broken_run_folders(tmp_path, monkeypatch):
@@ -84,11 +88,15 @@ def test_overview_and_train_pages_on_broken_run_folders(tmp_path, monkeypatch):
     assert len(table) == 8 and table.loc["dead_pid", "State"] == "failed"
     for page in ("compare", "predict", "explain", "architecture"):
         goto(at, page)
-    for tab in ("Curves", "Accuracy vs cost", "Confusion matrices", "Per class", "Channel robustness", "Report"):
-        goto(at, "compare")             # each Compare tab runs only when open
-        at.session_state["cmp_tab"] = tab
-        at.run()
-        assert not at.exception, (tab, [e.value for e in at.exception])
+    for page, key, tabs in (("compare", "cmp_tab", ("Curves", "Accuracy vs cost", "Confusions", "Per class",
+                                                    "Robustness", "Report")),
+                            ("explain", "ex_tab", ("Attention", "Dynamic conv", "Deformable conv",
+                                                   "Embeddings"))):
+        for tab in tabs:
+            goto(at, page)              # each tab runs only when open
+            at.session_state[key] = tab
+            at.run()
+            assert not at.exception, (page, tab, [e.value for e in at.exception])
 
 
 def _zip(entries) -> bytes:

@@ -155,6 +155,9 @@ def test_explain_figures():
     fig = figures.kernel_attention_figure(ka, "dy")
     assert len(fig.data) == 4 and {t.name for t in fig.data} == {"kernel 0", "kernel 1"}
     assert [a.text for a in fig.layout.annotations] == ["l1", "l2"] and fig.layout.title.text.startswith("dy:")
+    assert fig.layout.title.pad.b >= 30                     # above the panel titles, not on them
+    one = figures.kernel_attention_figure([r for r in ka if r["layer"] == "l1"], "dy")
+    assert not one.layout.annotations and one.layout.title.text.endswith("kernel attention in l1")
     seen = np.zeros((8, 8, 3), np.uint8)
     regular = np.array([[0.0, 0.0], [1.0, 1.0]])
     fig = figures.deform_points_figure(seen, regular, regular + 0.5, (2.0, 2.0), "layer at (0, 0)")
