@@ -449,6 +449,11 @@ def log_ticks(values: Sequence[float]) -> tuple[list[float], list[float]]:
     return [k * step for k in range(math.ceil(low / step), math.floor(high / step) + 1)], [a, b]
 
 
+# The accuracy-versus-cost figure: its height without the legend, and one legend row.
+PARETO_PLOT_PX = 400
+LEGEND_ROW_PX = 26
+
+
 def pareto_figure(run_ids: Sequence[str], costs: Sequence[float], accuracies: Sequence[float], *,
                   cost_label: str, log_x: bool = True, target: tuple[float, str] | None = None,
                   styles: dict[str, RunStyle] | None = None) -> go.Figure:
@@ -482,8 +487,11 @@ def pareto_figure(run_ids: Sequence[str], costs: Sequence[float], accuracies: Se
         # then reads no number on the axis. Explicit ticks, at least two on any span.
         ticks, axis_range = log_ticks(df["cost"])
         fig.update_xaxes(tickvals=ticks, ticktext=[format_si(t) for t in ticks], range=axis_range)
-    return _finish(fig, height=460, xaxis_title=cost_label, yaxis_title="test accuracy",
-                   xaxis_type="log" if log_x else "linear",
+    # The legend below takes room from the plot: the figure grows by a legend row per three
+    # entries (what fits a row at 1000 px), so 20 runs keep a plot as tall as 4 do.
+    legend_rows = -(-(len(df) + 1) // 3)
+    return _finish(fig, height=PARETO_PLOT_PX + LEGEND_ROW_PX * legend_rows, xaxis_title=cost_label,
+                   yaxis_title="test accuracy", xaxis_type="log" if log_x else "linear",
                    # below the plot: a legend at the side takes half the width of a narrow window
                    legend={"orientation": "h", "y": -0.22, "title": {"text": "run"}})
 

@@ -20,7 +20,7 @@ from core.lesson_spec import EXACT_METRICS, Lesson, lessons_for_runs, parse_expe
 
 VERDICT_WORDS = {"reproduced": "Reproduced", "contradicted": "Contradicted", "inconclusive": "Inconclusive",
                  "not run": "Not run"}
-ROW_HEADERS = ("Arm", "Mean", "95 % CI", "n", "Budget", "Plateau", "Runs")
+ROW_HEADERS = ("Arm", "Mean", "95 % CI", "n", "Measured", "Budget", "Plateau", "Runs")
 
 
 # ==== evaluating =============================================================================
@@ -71,13 +71,9 @@ def metric_words(metric: str) -> str:
     return {"test_acc": "test accuracy", "params": "parameters", "macs": "MACs"}.get(metric, metric)
 
 
-def _arm_label(arm: dict, metric: str) -> str:
-    extra = []
-    if arm["metric"] != metric:
-        extra.append(metric_words(arm["metric"]))
-    if arm.get("scale", 1.0) != 1.0:
-        extra.append(f"x {arm['scale']:g}")
-    return f"{arm['name']} ({' '.join(extra)})" if extra else arm["name"]
+def _arm_label(arm: dict) -> str:
+    """The arm's name, with its scale when the lesson compares against a fraction of it."""
+    return f"{arm['name']} (x {arm['scale']:g})" if arm.get("scale", 1.0) != 1.0 else arm["name"]
 
 
 def _runs_text(arm: dict) -> str:
@@ -101,15 +97,16 @@ def _ci_text(arm: dict) -> str:
 
 
 def lesson_rows(result: dict) -> list[dict]:
-    """One row per arm, every value text: Arm, Mean, 95 % CI, n, Budget, Plateau, Runs (count and ids).
+    """One row per arm, every value text: Arm, Mean, 95 % CI, n, Measured (the arm's metric in
+    words), Budget, Plateau, Runs (count and ids).
 
-    The numbers come first and the long run list last, so that a narrow window (1000 px) shows
-    the figures without scrolling the table sideways."""
+    Short arm names and the numbers come first, the long texts last, so that a narrow window
+    (1000 px) shows the figures without scrolling the table sideways."""
     rows = []
     for arm in result["arms"]:
-        rows.append({"Arm": _arm_label(arm, result["metric"]),
+        rows.append({"Arm": _arm_label(arm),
                      "Mean": number_text(arm["mean"], arm["metric"]), "95 % CI": _ci_text(arm),
-                     "n": f"{arm['n']:,}", "Budget": arm.get("budget") or "–",
+                     "n": f"{arm['n']:,}", "Measured": metric_words(arm["metric"]), "Budget": arm.get("budget") or "–",
                      "Plateau": arm.get("plateau") or "–", "Runs": _runs_text(arm)})
     return rows
 

@@ -26,7 +26,7 @@ st.title("Compare runs")
 # A widget that is not drawn in a run loses its state, and the tabs below draw only the open one:
 # the settings inside tabs are re-stored on every run, so they are still there when their tab is
 # opened again (Streamlit keeps a value set through session_state).
-KEPT_SETTINGS = ("cmp_norm", "cmp_cm_two", "cmp_a", "cmp_b", "cmp_axis", "cmp_gallery_run")
+KEPT_SETTINGS = ("cmp_norm", "cmp_cm_two", "cmp_a", "cmp_b", "cmp_axis", "cmp_gallery_run", "cmp_pc_run")
 for _key in [k for k in st.session_state if k in KEPT_SETTINGS or k.startswith(("cmp_cm_runs_", "cmp_gallery_cell_"))]:
     st.session_state[_key] = st.session_state[_key]
 # Enough images to see a pattern in a confusion, few enough to draw at once.
@@ -336,7 +336,12 @@ def _per_class() -> None:
                           ignore_index=True)
     per_class = per_class[["run"] + [c for c in per_class.columns if c != "run"]]
     st.plotly_chart(figures.per_class_f1_figure(per_class, styles), key="cmp_f1")
-    show_table(figures.decimals_frame(per_class), key="cmp_per_class", hide_index=True, csv_frame=per_class)
+    # One run's table at a time: with a run column the f1 and support columns fell past the right
+    # edge at 1000 px. The figure above compares the runs; the CSV holds every run's rows.
+    shown = st.selectbox("Precision, recall and F1 per class of", with_eval, key="cmp_pc_run")
+    one = per_class[per_class["run"] == shown].drop(columns="run")
+    show_table(figures.decimals_frame(one), key="cmp_per_class", hide_index=True, csv_frame=per_class)
+    st.caption(f"The CSV holds the rows of all {len(with_eval)} runs.")
 
 
 def _robustness() -> None:

@@ -43,7 +43,7 @@ def test_reproduced_rows_and_sentence():
     assert list(ROW_HEADERS)[:4] == ["Arm", "Mean", "95 % CI", "n"] and ROW_HEADERS[-1] == "Runs"
     assert rows[0] == {"Arm": "spatial-attn",
                        "Runs": "3: small-spatial_attn_cnn4-s0, small-spatial_attn_cnn4-s1, small-spatial_attn_cnn4-s2",
-                       "Mean": "0.310", "95 % CI": "[0.285, 0.335]", "n": "3",
+                       "Mean": "0.310", "95 % CI": "[0.285, 0.335]", "n": "3", "Measured": "test accuracy",
                        "Budget": "2,000 images x 8 epochs, cosine schedule to its end", "Plateau": "3/3"}
     assert rows[1]["Arm"] == "0.9xResNet-34 (x 0.9)" and rows[1]["Plateau"] == "1/3"
 
@@ -56,7 +56,7 @@ def test_not_run_names_the_arm_and_the_command():
     rows = lesson_rows(r)
     assert rows[0]["Runs"] == "2 of 3: ra-s0, ra-s1"
     assert rows[1] == {"Arm": "b", "Runs": "0 of 3: not run", "Mean": "–", "95 % CI": "–", "n": "0",
-                       "Budget": "2,000 images x 8 epochs, cosine schedule to its end", "Plateau": "–"}
+                       "Measured": "test accuracy", "Budget": "2,000 images x 8 epochs, cosine schedule to its end", "Plateau": "–"}
     both = result([arm("a", [], entry="ra"), arm("b", [], entry="rb")], "not run")
     assert "arm 'a' and 'b' have no finished run" in verdict_sentence(both, "my_suite.json")
     assert "`python -m core.suite my_suite.json --only ra,rb` trains them." in verdict_sentence(both, "my_suite.json")
@@ -75,6 +75,7 @@ def test_one_seed_says_no_interval_and_counts_have_separators():
     assert verdict_sentence(counts) == "Contradicted: separable - plain = -86,420, exact counts (no spread)."
     row = lesson_rows(counts)[0]
     assert (row["Runs"], row["Mean"], row["95 % CI"]) == ("counted from the model", "12,345", "exact")
+    assert row["Measured"] == "parameters" and row["Arm"] == "separable"      # the metric beside, not in, the name
 
 
 # ==== over run folders: the result helper and the report's Lessons section ===================

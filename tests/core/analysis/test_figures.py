@@ -122,6 +122,9 @@ def test_pareto_figure_front_and_target_line():
     assert list(front.x) == [1, 2] and list(front.y) == [0.5, 0.7]
     assert fig.layout.xaxis.type == "log" and _axis_title(fig) == "MACs" and _axis_title(fig, "yaxis") == "test accuracy"
     assert fig.layout.shapes[0].y0 == 0.6
+    # 20 runs under the plot: the figure grows by their legend rows, the plot keeps its height
+    many = figures.pareto_figure([f"run-{i}" for i in range(20)], range(1, 21), [0.5] * 20, cost_label="MACs")
+    assert many.layout.height - fig.layout.height == figures.LEGEND_ROW_PX * (7 - 2)
 
 
 @pytest.mark.parametrize("costs, labels", [
