@@ -15,6 +15,13 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def cache_root() -> Path:
+    """ArchScope's cache folder (not created here): $ARCHSCOPE_CACHE, else ~/.cache/archscope.
+    Decoded datasets (core.data.base.cache_dir) and counted costs (core.analysis.cost_cache) live
+    under it."""
+    return Path(os.environ.get("ARCHSCOPE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "archscope"))
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` to fill a temp file next to ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)

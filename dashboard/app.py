@@ -9,6 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 # `core` and `dashboard` are importable from any folder: the project is installed (pyproject.toml).
+from dashboard.components import warm_up
 from dashboard.components.runs import sidebar_runs_root
 from dashboard.components.user_models import sidebar_model_files
 
@@ -23,7 +24,14 @@ pages = [
     st.Page(str(PAGES / "explain.py"), title="Explain", icon=":material/visibility:"),
     st.Page(str(PAGES / "architecture.py"), title="Architecture", icon=":material/account_tree:"),
 ]
+
+
 nav = st.navigation(pages)
 sidebar_runs_root()
 sidebar_model_files()
-nav.run()
+if nav.title != "Overview":
+    warm_up.wait()          # the model code, imported by the warm-up rather than beside it
+try:
+    nav.run()
+finally:
+    warm_up.start()         # once per server process, after the first page has run

@@ -7,6 +7,14 @@ Without Streamlit those modules are left out of collection (named in the summary
 
 from __future__ import annotations
 
+import os
+import tempfile
+
+# The dashboard keeps params/MACs counts on disk (core.analysis.cost_cache): tests (and the
+# Streamlit servers they start, which inherit the environment) count into a folder of their own,
+# never reading or filling a developer's ~/.cache.
+os.environ["ARCHSCOPE_CACHE"] = tempfile.mkdtemp(prefix="archscope-test-cache-")
+
 try:
     import streamlit  # noqa: F401
 except ImportError:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 from core.errors import ArchScopeError
+from core.io import cache_root
 
 
 class DataError(ArchScopeError):
@@ -93,9 +93,9 @@ class LoadedDataset:
 
 
 def cache_dir(*parts: str) -> Path:
-    """Cache folder: $ARCHSCOPE_CACHE or ~/.cache/archscope, plus ``parts``; created on demand."""
-    base = os.environ.get("ARCHSCOPE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "archscope")
-    path = Path(base, *parts)
+    """Cache folder: $ARCHSCOPE_CACHE or ~/.cache/archscope (core.io.cache_root), plus ``parts``;
+    created on demand."""
+    path = Path(cache_root(), *parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

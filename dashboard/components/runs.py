@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.analysis import compare
+from core.analysis import compare, cost_cache
 from core.errors import ArchScopeError
 from core.training.run_folder import RunFolder, list_runs
 
@@ -78,12 +78,6 @@ def root_signature(root: Path) -> tuple:
 # ---------------------------------------------------------------------------------------------
 # Cached tables
 # ---------------------------------------------------------------------------------------------
-@st.cache_data(show_spinner=False, max_entries=256)
-def _architecture_cost(model: str, options_json: str, input_shape: tuple[int, int, int], num_classes: int) -> dict:
-    # Keyed by the architecture only, so runs differing in seed or optimiser share one count.
-    return compare.architecture_cost(compare.RunArchitecture(model, options_json, input_shape, num_classes))
-
-
 def run_architecture_or_none(run: RunFolder) -> compare.RunArchitecture | None:
     """The run's model, options, input shape and classes from config.json; None for a run whose
     config cannot tell (missing or broken, or a training that never started)."""
@@ -93,26 +87,21 @@ def run_architecture_or_none(run: RunFolder) -> compare.RunArchitecture | None:
         return None
 
 
-def run_cost(run: RunFolder) -> dict:
-    """Params, MACs and FLOPs of a run's architecture (an untrained model built from config.json;
-    no weights read), or {error} saying why it cannot be counted."""
-    try:
-        arch = compare.run_architecture(run.path)
-    except ArchScopeError as exc:
-        return {"error": str(exc)}
-    return _architecture_cost(arch.model, arch.options_json, arch.input_shape, arch.num_classes)
-
-
 @st.cache_data(show_spinner=False, max_entries=64)
 def _summaries(signature: tuple, with_cost: bool = True) -> tuple[list[dict], list[dict | None]]:
-    rows, configs = [], []
-    for sig in signature:
-        run = RunFolder(sig[0])
-        cfg = run.read_config()      # raw: seed groups compare every key a config holds
-        row = compare.run_summary(run, cost=run_cost(run) if (cfg and with_cost) else {})
+    runs = [RunFolder(sig[0]) for sig in signature]
+    configs = [run.read_config() for run in runs]    # raw: seed groups compare every key a config holds
+    # Params, MACs and FLOPs of each run's architecture (an untrained model built from config.json,
+    # no weights read), or {error} saying why they cannot be counted: counted once per architecture
+    # and version of the model code, kept in memory and on disk between server starts
+    # (core.analysis.cost_cache), so a restarted server fills the costs without torch.
+    with_config = [run.path for run, cfg in zip(runs, configs) if cfg]
+    costs = dict(zip(with_config, cost_cache.cached_run_costs(with_config))) if with_cost else {}
+    rows = []
+    for run in runs:
+        row = compare.run_summary(run, cost=costs.get(run.path, {}))
         row.update(weights_status(run))
         rows.append(row)
-        configs.append(cfg)
     return rows, configs
 
 

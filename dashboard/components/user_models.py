@@ -36,8 +36,9 @@ def split_models(specs: Sequence["ModelSpec"]) -> tuple[list["ModelSpec"], list[
 
 def reload_model_files(value: str | None = None) -> int:
     """Load the model files again (``value``: a new ARCHSCOPE_MODELS for this server process; None:
-    the current one). Returns the number of problems. Cached model costs are keyed by the file's
-    sha256, so an edited file is counted anew; loaded Predictors are dropped."""
+    the current one). Returns the number of problems. Cached model costs are keyed by the model
+    files' sizes and times (core.analysis.cost_cache), so an edited file is counted anew; loaded
+    Predictors are dropped."""
     from core.models import registry
 
     from dashboard.components.models import load_predictor
