@@ -16,16 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench_dashboard import REPO, dashboard_server     # this folder is on sys.path when run as a script
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 
 
@@ -39,40 +36,21 @@ def _settle(page, t0: float) -> float:
 def one_try(runs: Path, cache: Path, think: float) -> dict:
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=REPO, env=dict(os.environ, ARCHSCOPE_RUNS=str(runs), ARCHSCOPE_CACHE=str(cache), PYTHONPATH=str(REPO)),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.3)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                         args=["--no-sandbox", "--headless", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            t = time.perf_counter()
-            page.goto(url)
-            page.wait_for_selector("[data-testid='stDataFrame']", timeout=120_000)
-            useful = time.perf_counter() - t
-            idle = _settle(page, t)
-            time.sleep(think)
-            t = time.perf_counter()
-            page.get_by_test_id("stSidebarNav").get_by_text("Compare", exact=True).click()
-            page.wait_for_selector("h1:has-text('Compare runs')", timeout=120_000)
-            compare = _settle(page, t)
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    with dashboard_server(runs, ARCHSCOPE_CACHE=str(cache)) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                     args=["--no-sandbox", "--headless", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        t = time.perf_counter()
+        page.goto(url)
+        page.wait_for_selector("[data-testid='stDataFrame']", timeout=120_000)
+        useful = time.perf_counter() - t
+        idle = _settle(page, t)
+        time.sleep(think)
+        t = time.perf_counter()
+        page.get_by_test_id("stSidebarNav").get_by_text("Compare", exact=True).click()
+        page.wait_for_selector("h1:has-text('Compare runs')", timeout=120_000)
+        compare = _settle(page, t)
+        browser.close()
     return {"overview_useful_s": round(useful, 2), "overview_idle_s": round(idle, 2), "compare_s": round(compare, 2)}
 
 

@@ -23,6 +23,7 @@ machine is shared: a high load inflates every number) and one JSON line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -66,12 +67,12 @@ def make_runs(root: Path, n: int) -> None:
     shutil.rmtree(base)
 
 
-def browser_times(root: Path, repeats: int) -> dict:
-    """Seconds from page.goto to an idle app without skeletons, per page: first load and median of later ones."""
+@contextlib.contextmanager
+def dashboard_server(root: Path, **env: str):
+    """A ``streamlit run`` of the dashboard on a free port over the runs in ``root`` (plus ``env``),
+    yielded as its URL once it answers its health check; stopped afterwards."""
     import socket
     import urllib.request
-
-    from playwright.sync_api import sync_playwright
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -79,10 +80,9 @@ def browser_times(root: Path, repeats: int) -> dict:
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=REPO, env=dict(os.environ, ARCHSCOPE_RUNS=str(root), PYTHONPATH=str(REPO)),
+        cwd=REPO, env=dict(os.environ, ARCHSCOPE_RUNS=str(root), PYTHONPATH=str(REPO), **env),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    out = {}
     try:
         for _ in range(200):
             try:
@@ -90,6 +90,18 @@ def browser_times(root: Path, repeats: int) -> dict:
                 break
             except OSError:
                 time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def browser_times(root: Path, repeats: int) -> dict:
+    """Seconds from page.goto to an idle app without skeletons, per page: first load and median of later ones."""
+    from playwright.sync_api import sync_playwright
+
+    out = {}
+    with dashboard_server(root) as url:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                          args=["--no-sandbox", "--headless", "--disable-gpu"])
@@ -126,9 +138,6 @@ def browser_times(root: Path, repeats: int) -> dict:
             out["classroom"] = classroom_times(page, url, settle, repeats)
             out["added_run"] = added_run_times(page, url, settle, root)
             browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
     return out
 
 
