@@ -42,9 +42,13 @@ def _import_model_code() -> None:
 def start() -> bool:
     """Start the warm-up thread (once per server process). The thread only imports: it makes no
     Streamlit call."""
+    _start_thread()
+    return True
+
+
+def _start_thread() -> None:
     threading.Thread(target=_import_model_code, name="archscope-warm-up", daemon=True).start()
     _started.set()
-    return True
 
 
 def wait() -> None:
