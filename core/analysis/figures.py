@@ -274,6 +274,12 @@ def class_change_figure(change: pd.DataFrame) -> go.Figure:
 F1_BARS_MAX_RUNS = 6     # beyond this, grouped bars are a few pixels wide: a runs x classes heatmap
 
 
+# Cell text of the robustness and many-run F1 heatmaps, in px: plotly's own size shrinks to fit
+# the cell, down to 6-7 px at 1000 px wide (unreadable); a fixed 10 px still fits "≈ chance" in a
+# 7-column heatmap's cell there.
+HEATMAP_TEXT_PX = 10
+
+
 def per_class_f1_figure(per_class: pd.DataFrame, styles: dict[str, RunStyle] | None = None) -> go.Figure:
     """F1 per class; ``per_class`` has columns run, class, f1. Up to ``F1_BARS_MAX_RUNS`` runs:
     grouped bars, one style per run (its colour; beyond the palette a hatch pattern). More runs
@@ -288,6 +294,7 @@ def per_class_f1_figure(per_class: pd.DataFrame, styles: dict[str, RunStyle] | N
         fig = go.Figure(go.Heatmap(z=values, x=list(table.columns), y=run_ids, zmin=0, zmax=1, colorscale="Blues",
                                    text=[["–" if v is None else f"{v:.2f}" for v in row] for row in values],
                                    texttemplate="%{text}", xgap=1, ygap=1, colorbar={"title": "F1", "thickness": 14},
+                                   textfont={"size": HEATMAP_TEXT_PX},
                                    hovertemplate="%{y}<br>class %{x}: F1 %{z:.3f}<extra></extra>"))
         fig.update_yaxes(autorange="reversed", title_text="run")
         fig.update_xaxes(title_text="class")       # plotly turns the labels as far as they need (30 or 90 degrees)
@@ -320,7 +327,9 @@ def robustness_heatmap(rows: Sequence[str], tested: Sequence[str], z: Sequence[S
     def label(v: float | None) -> str:
         if v is None:
             return "n/a"
-        return f"{v:.2f}" + ("<br>≈ chance" if at_chance is not None and v <= at_chance else "")
+        # the note in a smaller line under the number: it fits a cell of a 7-column heatmap at 1000 px
+        return f"{v:.2f}" + (f"<br><span style='font-size:{HEATMAP_TEXT_PX - 2}px'>≈ chance</span>"
+                             if at_chance is not None and v <= at_chance else "")
 
     text = [[label(v) for v in row] for row in values]
     hover = [[not_tested if v is None else f"{v:.3f}" for v in row] for row in values]
@@ -332,7 +341,7 @@ def robustness_heatmap(rows: Sequence[str], tested: Sequence[str], z: Sequence[S
                         ticktext=["0", f"chance {chance:.2f}", "0.25", "0.50", "0.75", "1"])
     fig = go.Figure(go.Heatmap(z=values, x=list(tested), y=[str(r) for r in rows], zmin=0, zmax=1,
                                colorscale=scale, text=text, texttemplate="%{text}", customdata=hover,
-                               colorbar=colorbar, xgap=1, ygap=1,
+                               colorbar=colorbar, xgap=1, ygap=1, textfont={"size": HEATMAP_TEXT_PX},
                                hovertemplate="%{y}<br>tested on %{x}: %{customdata}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title_text=row_title)
     fig.update_xaxes(title_text="tested on")

@@ -76,7 +76,9 @@ def test_robustness_heatmap_labels_rows_and_shows_untested_as_na():
 def test_robustness_heatmap_marks_chance_on_the_scale_and_in_cells():
     fig = figures.robustness_heatmap(["a"], ["RGB", "R", "B"], [[0.9, 0.12, 0.05]], chance=0.1)
     heat = fig.data[0]
-    assert list(heat.text[0]) == ["0.90", "0.12<br>≈ chance", "0.05<br>≈ chance"]
+    note = f"<br><span style='font-size:{figures.HEATMAP_TEXT_PX - 2}px'>≈ chance</span>"
+    assert list(heat.text[0]) == ["0.90", "0.12" + note, "0.05" + note]
+    assert heat.textfont.size == figures.HEATMAP_TEXT_PX          # fixed: plotly's own shrank to 6 px at 1000 px
     assert "chance 0.10" in heat.colorbar.ticktext and 0.1 in heat.colorbar.tickvals
     scale = [tuple(step) for step in heat.colorscale]
     assert scale[0] == (0.0, "#bdbdbd") and scale[1] == (0.1, "#bdbdbd")    # grey up to chance
