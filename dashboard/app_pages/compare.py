@@ -21,14 +21,12 @@ from core.training.run_folder import RunFolder
 from dashboard.components.runs import (available_runs, eval_of, metrics_of, mtime_of, pick_runs, run_signature,
                                        runs_root, summaries, weights_status)
 from dashboard.components.tables import show_table
+from dashboard.components.tabs import keep_settings, lazy_tabs
 
 st.title("Compare runs")
-# A widget that is not drawn in a run loses its state, and the tabs below draw only the open one:
-# the settings inside tabs are re-stored on every run, so they are still there when their tab is
-# opened again (Streamlit keeps a value set through session_state).
-KEPT_SETTINGS = ("cmp_norm", "cmp_cm_two", "cmp_a", "cmp_b", "cmp_axis", "cmp_gallery_run", "cmp_pc_run")
-for _key in [k for k in st.session_state if k in KEPT_SETTINGS or k.startswith(("cmp_cm_runs_", "cmp_gallery_cell_"))]:
-    st.session_state[_key] = st.session_state[_key]
+# The settings inside tabs, kept while another tab is open (dashboard.components.tabs).
+keep_settings(("cmp_norm", "cmp_cm_two", "cmp_a", "cmp_b", "cmp_axis", "cmp_gallery_run", "cmp_pc_run"),
+              ("cmp_cm_runs_", "cmp_gallery_cell_"))
 # Enough images to see a pattern in a confusion, few enough to draw at once.
 GALLERY_SIZE = 12
 # Confusion matrices drawn by default: each is a large figure; more on request.
@@ -389,13 +387,9 @@ def _report() -> None:
         st.info("The chosen runs changed since the report was built: build it again.")
 
 
-# One tab at a time: only the open tab's part of the page runs and is drawn (on_change="rerun"
-# makes the tabs lazy). Drawing every figure at once (10 plotly charts and 7 grids for a course
-# group) took Chromium 1.5-2 s on 2 cores at each visit; a tab is drawn when it is opened.
-SECTIONS = {"Summary": _summary, "Curves": _curves, "Accuracy vs cost": _accuracy_vs_cost,
-            "Confusions": _confusions, "Per class": _per_class, "Robustness": _robustness,
-            "Report": _report}
-for tab, section in zip(st.tabs(list(SECTIONS), key="cmp_tab", on_change="rerun"), SECTIONS.values()):
-    if tab.open:
-        with tab:
-            section()
+# One tab at a time: only the open tab's part of the page runs and is drawn. Drawing every figure
+# at once (10 plotly charts and 7 grids for a course group) took Chromium 1.5-2 s on 2 cores at
+# each visit; a tab is drawn when it is opened.
+lazy_tabs({"Summary": _summary, "Curves": _curves, "Accuracy vs cost": _accuracy_vs_cost,
+           "Confusions": _confusions, "Per class": _per_class, "Robustness": _robustness, "Report": _report},
+          key="cmp_tab")

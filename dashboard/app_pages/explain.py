@@ -15,18 +15,15 @@ from dashboard.components import explain_cache as cache
 from dashboard.components.models import predictor, test_images
 from dashboard.components.runs import mtime_of, pick_runs
 from dashboard.components.tables import show_table
+from dashboard.components.tabs import keep_settings, lazy_tabs
 
 st.title("Explain")
 # Below this probability a CAM explains a class the model does not believe in: say so.
 LOW_PROBABILITY = 0.05
 # Three runs per line: each CAM keeps room for its caption at 1000 px; more runs wrap.
 CAMS_PER_ROW = 3
-# A widget that is not drawn in a run loses its state, and the tabs below draw only the open one:
-# the settings inside tabs are re-stored on every run, so they are still there when their tab is
-# opened again (Streamlit keeps a value set through session_state).
-for _key in [k for k in st.session_state if k in ("ex_method", "ex_class") or k.startswith(("ex_layer_", "ex_dl_",
-                                                                                             "ex_oy_", "ex_ox_"))]:
-    st.session_state[_key] = st.session_state[_key]
+# The settings inside tabs, kept while another tab is open (dashboard.components.tabs).
+keep_settings(("ex_method", "ex_class"), ("ex_layer_", "ex_dl_", "ex_oy_", "ex_ox_"))
 chosen = pick_runs("ex_runs", need="weights", default_n=2)
 if not chosen:
     st.stop()
@@ -226,13 +223,7 @@ def _embeddings() -> None:
             show_table(df, key=f"ex_pca_table_{rid}", hide_index=True)
 
 
-# One tab at a time: only the open tab's explanations are computed and drawn (on_change="rerun"
-# makes the tabs lazy), so adding a run computes its CAM, not also its attention, kernel-attention
-# and deformable figures that another tab shows.
-SECTIONS = {"CAMs": _cams, "Attention": _attention,
-            "Dynamic conv": _kernel_attention, "Deformable conv": _deformable,
-            "Embeddings": _embeddings}
-for tab, section in zip(st.tabs(list(SECTIONS), key="ex_tab", on_change="rerun"), SECTIONS.values()):
-    if tab.open:
-        with tab:
-            section()
+# One tab at a time: only the open tab's explanations are computed and drawn, so adding a run
+# computes its CAM, not also its attention, kernel-attention and deformable figures.
+lazy_tabs({"CAMs": _cams, "Attention": _attention, "Dynamic conv": _kernel_attention,
+           "Deformable conv": _deformable, "Embeddings": _embeddings}, key="ex_tab")
