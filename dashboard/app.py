@@ -24,8 +24,6 @@ pages = [
     st.Page(str(PAGES / "explain.py"), title="Explain", icon=":material/visibility:"),
     st.Page(str(PAGES / "architecture.py"), title="Architecture", icon=":material/account_tree:"),
 ]
-
-
 nav = st.navigation(pages)
 sidebar_runs_root()
 sidebar_model_files()

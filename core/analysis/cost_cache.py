@@ -26,11 +26,11 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from core import MODEL_FILES_ENV
 from core.analysis.compare import RunArchitecture, architecture_cost, run_architecture
 from core.errors import ArchScopeError
 from core.io import atomic_write_json, cache_root
 
-MODELS_ENV = "ARCHSCOPE_MODELS"     # core.models.user_models.ENV_VAR (importing it imports torch)
 FILE_NAME = "costs.json"
 _CORE = Path(__file__).resolve().parents[1]
 # The code a count depends on: the models, the counters, and architecture_cost itself.
@@ -48,7 +48,7 @@ def cache_path() -> Path:
 
 def code_fingerprint() -> str:
     """A hash of (path, size, mtime) of every file the counts depend on (see the module docstring)."""
-    entries = [*_CODE, *(Path(e).expanduser() for e in os.environ.get(MODELS_ENV, "").split(os.pathsep) if e.strip())]
+    entries = [*_CODE, *(Path(e).expanduser() for e in os.environ.get(MODEL_FILES_ENV, "").split(os.pathsep) if e.strip())]
     digest = hashlib.sha256()
     for entry in entries:
         for path in sorted(entry.rglob("*.py")) if entry.is_dir() else [entry]:

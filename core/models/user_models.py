@@ -43,9 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType
 
+from core import MODEL_FILES_ENV
 from core.errors import InvalidInputError
 
-ENV_VAR = "ARCHSCOPE_MODELS"
+ENV_VAR = MODEL_FILES_ENV
 MODULE_PREFIX = "archscope_user_model_"   # + file stem + path hash: a top-level module name, no package
 
 

@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Sequence
 import pandas as pd
 import streamlit as st
 
+from core import MODEL_FILES_ENV
+
 if TYPE_CHECKING:
     from core.models.registry import ModelSpec
 
-# core.models.user_models.ENV_VAR, written here because importing core.models imports torch, and the
-# sidebar is drawn on every page, Overview included, which must not wait for torch (issue 14's first
-# visit under 3 s). tests/dashboard/test_train_page.py checks the two are equal.
-ENV_VAR = "ARCHSCOPE_MODELS"
+# core.models.user_models.ENV_VAR, taken from the package root: importing core.models imports torch, and
+# the sidebar is drawn on every page, Overview included, which must not wait for torch (issue 14's
+# first visit under 3 s). tests/dashboard/test_train_page.py checks the two are equal.
+ENV_VAR = MODEL_FILES_ENV
 SETTING_KEY = "archscope_models_setting"
 RESULT_KEY = "archscope_models_result"
 

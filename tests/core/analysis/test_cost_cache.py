@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from core import MODEL_FILES_ENV
 from core.analysis import compare, cost_cache
 
 ARCH = compare.RunArchitecture("cnn2", "{}", (3, 32, 32), 10)
@@ -22,7 +23,7 @@ def _restart() -> None:
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ARCHSCOPE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(cost_cache.MODELS_ENV, raising=False)
+    monkeypatch.delenv(MODEL_FILES_ENV, raising=False)
     _restart()
     yield tmp_path / "cache" / cost_cache.FILE_NAME
     _restart()
@@ -54,7 +55,7 @@ def test_a_count_is_made_once_and_read_back(cache, monkeypatch):
 def test_an_edited_model_file_is_counted_again(cache, tmp_path, monkeypatch):
     model_file = tmp_path / "mine.py"
     model_file.write_text("# a student's model file\n")
-    monkeypatch.setenv(cost_cache.MODELS_ENV, str(tmp_path))
+    monkeypatch.setenv(MODEL_FILES_ENV, str(tmp_path))
     calls = _counting(monkeypatch)
     before = cost_cache.code_fingerprint()
     cost_cache.cached_architecture_cost(ARCH)
