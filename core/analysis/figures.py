@@ -107,6 +107,19 @@ def _is_number(v: object) -> bool:
         and not (isinstance(v, (float, np.floating)) and math.isnan(v))
 
 
+# One row of a horizontal legend under a figure, in px.
+LEGEND_ROW_PX = 26
+# The curves figure's height (four panels) without its legend.
+CURVES_PLOT_PX = 500
+
+
+def with_legend(plot_px: int, entries: int, per_row: int) -> int:
+    """A figure's height with a horizontal legend of ``entries`` below its plot: the legend takes
+    its rows from the figure's height, so the figure grows by them and 20 runs keep a plot as
+    tall as 4 do (at a fixed height, 20 runs squashed the plot to about 100 px at 1000 px)."""
+    return plot_px + LEGEND_ROW_PX * -(-max(entries, 1) // per_row)
+
+
 def _finish(fig: go.Figure, *, height: int, title: str | None = None, **layout) -> go.Figure:
     """Shared layout: small margins, but automargin on every axis so tick labels (class names,
     run names) are never cut off."""
@@ -156,7 +169,9 @@ def curves_figure(groups: Sequence[tuple[str, Sequence[list[dict]]]],
     fig.update_xaxes(title_text="epoch", row=2)
     fig.update_yaxes(title_text="loss", col=1)
     fig.update_yaxes(title_text="accuracy", col=2)
-    return _finish(fig, height=560, legend={"orientation": "h", "y": -0.15})
+    # two names per legend row at 1000 px ("run (+2 seeds)" is long)
+    return _finish(fig, height=with_legend(CURVES_PLOT_PX, len(groups), per_row=2),
+                   legend={"orientation": "h", "y": -0.15})
 
 
 def _add_band(fig: go.Figure, df: pd.DataFrame, colour: str, row: int, col: int) -> None:
@@ -458,9 +473,8 @@ def log_ticks(values: Sequence[float]) -> tuple[list[float], list[float]]:
     return [k * step for k in range(math.ceil(low / step), math.floor(high / step) + 1)], [a, b]
 
 
-# The accuracy-versus-cost figure: its height without the legend, and one legend row.
+# The accuracy-versus-cost figure's height without its legend.
 PARETO_PLOT_PX = 400
-LEGEND_ROW_PX = 26
 
 
 def pareto_figure(run_ids: Sequence[str], costs: Sequence[float], accuracies: Sequence[float], *,
@@ -496,10 +510,8 @@ def pareto_figure(run_ids: Sequence[str], costs: Sequence[float], accuracies: Se
         # then reads no number on the axis. Explicit ticks, at least two on any span.
         ticks, axis_range = log_ticks(df["cost"])
         fig.update_xaxes(tickvals=ticks, ticktext=[format_si(t) for t in ticks], range=axis_range)
-    # The legend below takes room from the plot: the figure grows by a legend row per three
-    # entries (what fits a row at 1000 px), so 20 runs keep a plot as tall as 4 do.
-    legend_rows = -(-(len(df) + 1) // 3)
-    return _finish(fig, height=PARETO_PLOT_PX + LEGEND_ROW_PX * legend_rows, xaxis_title=cost_label,
+    # three run names fit a legend row at 1000 px (+1 entry: the Pareto front)
+    return _finish(fig, height=with_legend(PARETO_PLOT_PX, len(df) + 1, per_row=3), xaxis_title=cost_label,
                    yaxis_title="test accuracy", xaxis_type="log" if log_x else "linear",
                    # below the plot: a legend at the side takes half the width of a narrow window
                    legend={"orientation": "h", "y": -0.22, "title": {"text": "run"}})

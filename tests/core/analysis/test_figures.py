@@ -102,6 +102,9 @@ def test_curves_figure_one_line_per_split_and_a_band_for_seed_groups():
     assert {lines[0].line.color} != {t.line.color for t in lines if t.name == "seeds"}
     assert fig.layout.xaxis3.title.text == "epoch" and fig.layout.yaxis2.title.text == "accuracy"
     assert not figures.curves_figure([("empty", [[]])]).data
+    # ten groups: the figure grows by their legend rows, the four panels keep their height
+    ten = figures.curves_figure([(f"run-{i}", [m(0.5)]) for i in range(10)])
+    assert ten.layout.height - fig.layout.height == figures.LEGEND_ROW_PX * (5 - 1)
 
 
 def test_live_curves_figure_puts_epochs_on_the_step_axis():
